@@ -1,0 +1,119 @@
+//! `vkey serve`: run the key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::ctap::Authenticator;
+use crate::key::Key;
+use crate::store::Store;
+use crate::usbip::{ExportedDevice, Server};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address and port of the USB/IP server. Loopback by default: USB/IP has no
+    /// authentication, anyone who can connect can use the key.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:3240")]
+    listen: SocketAddr,
+
+    /// Allow --listen on a non-loopback address (prints a warning).
+    #[arg(long)]
+    allow_remote: bool,
+
+    /// USB/IP bus id under which the key is exported (what `usbip attach -b` takes).
+    #[arg(long, value_name = "ID", default_value = "1-1", value_parser = parse_busid)]
+    busid: String,
+
+    /// Directory of the key's persistent store [default: the user's data directory,
+    /// e.g. ~/.local/share/vkey].
+    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
+    store: Option<PathBuf>,
+
+    /// Keep everything in memory: the key is new on every start and gone on exit.
+    #[arg(long)]
+    ephemeral: bool,
+}
+
+fn parse_busid(s: &str) -> Result<String, String> {
+    if s.is_empty()
+        || s.len() > 31
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c))
+    {
+        return Err("a bus id is 1-31 characters of [0-9A-Za-z.:_-], e.g. 1-1".into());
+    }
+    Ok(s.to_string())
+}
+
+fn default_store_dir() -> anyhow::Result<PathBuf> {
+    let dirs = directories::ProjectDirs::from("", "", "vkey").context(
+        "cannot find the user's data directory (no HOME?); give --store DIR or --ephemeral",
+    )?;
+    Ok(dirs.data_dir().to_path_buf())
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if !args.listen.ip().is_loopback() {
+        if !args.allow_remote {
+            bail!(
+                "--listen {} is not a loopback address; USB/IP has no authentication, so anyone who can reach it can use the key. Add --allow-remote if you mean it",
+                args.listen
+            );
+        }
+        eprintln!(
+            "vkey: WARNING: serving USB/IP on {} — USB/IP has NO authentication: anyone who can reach this address can attach and use this key",
+            args.listen
+        );
+    }
+    let store = if args.ephemeral {
+        Store::ephemeral()
+    } else {
+        let dir = match args.store {
+            Some(d) => d,
+            None => default_store_dir()?,
+        };
+        Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))?
+    };
+    let store_desc = match store.dir() {
+        Some(d) => d.display().to_string(),
+        None => "in memory (--ephemeral)".to_string(),
+    };
+    let serial = store.serial().to_string();
+    let key: Arc<dyn ExportedDevice> =
+        Arc::new(Key::new(Authenticator::new(store)).context("cannot start the authenticator")?);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async move {
+        let server = Server::bind(args.listen, vec![(args.busid.clone(), key)])
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = server.local_addr()?;
+        let port = if addr.port() == 3240 {
+            String::new()
+        } else {
+            format!("--tcp-port {} ", addr.port())
+        };
+        println!(
+            "vkey {}: FIDO2 key, serial {serial}, store {store_desc}",
+            env!("CARGO_PKG_VERSION")
+        );
+        println!("listening on {addr} (USB/IP), bus id {}", args.busid);
+        println!(
+            "attach with: sudo modprobe vhci-hcd && sudo usbip {port}attach -r {} -b {}",
+            addr.ip(),
+            args.busid
+        );
+        tokio::select! {
+            _ = server.run() => {}
+            _ = tokio::signal::ctrl_c() => eprintln!("vkey: interrupted, exiting"),
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,19 @@
+//! vkey: a software FIDO2 security key (CTAP 2.1) exposed over USB/IP.
+//!
+//! The layers a request travels through, top to bottom; a lower layer never imports
+//! an upper one:
+//!
+//! - [`usbip`]: TCP, URBs, USB descriptors, endpoint 0.
+//! - [`ctaphid`]: 64-byte HID reports, channels, message framing (CTAP 2.1 §11.2).
+//! - [`ctap`]: the authenticator core, one module per CTAP command (CTAP 2.1 §6).
+//! - [`store`]: the key's persistent state.
+//!
+//! [`key`] and [`cli`] are the edge that wires them together.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod ctap;
+pub mod ctaphid;
+pub mod key;
+pub mod store;
+pub mod usbip;
