@@ -16,7 +16,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
 use super::descriptors::{DeviceIdentity, EP_IN, EP_OUT};
@@ -26,6 +26,10 @@ use super::protocol::*;
 /// Held interrupt-IN URBs per session. usbhid keeps one outstanding per open hidraw;
 /// a peer that piles up more than this is not a USB host.
 const MAX_HELD_IN_URBS: usize = 64;
+/// `usbip detach` followed at once by `usbip attach` can bring the new import before we
+/// have read the old connection's close. An import of a busy device waits this long
+/// for the old session to end before it is refused.
+const REIMPORT_GRACE: std::time::Duration = std::time::Duration::from_millis(1000);
 /// The speed we report: full speed (USB 1.1 timing, 64-byte packets), what FIDO keys are.
 const SPEED_FULL: u32 = 2;
 
@@ -35,6 +39,8 @@ struct Export {
     devnum: u32,
     device: Arc<dyn ExportedDevice>,
     attached: AtomicBool,
+    /// Fired when a session ends and the device is free again.
+    released: Notify,
 }
 
 impl Export {
@@ -65,6 +71,7 @@ struct AttachGuard(Arc<Export>);
 impl Drop for AttachGuard {
     fn drop(&mut self) {
         self.0.attached.store(false, Ordering::Release);
+        self.0.released.notify_waiters();
     }
 }
 
@@ -96,6 +103,7 @@ impl Server {
                     devnum: i as u32 + 2,
                     device,
                     attached: AtomicBool::new(false),
+                    released: Notify::new(),
                 })
             })
             .collect();
@@ -164,7 +172,7 @@ async fn handle_connection(
                 wr.flush().await?;
                 return Ok(());
             };
-            if export.attached.swap(true, Ordering::AcqRel) {
+            if !claim(export).await {
                 warn!(%peer, "import of {busid} refused: already attached");
                 wr.write_all(&op_header(OP_REP_IMPORT, 1)).await?;
                 wr.flush().await?;
@@ -186,6 +194,23 @@ async fn handle_connection(
             op.version
         ))),
     }
+}
+
+/// Claims the device for a new session, waiting [`REIMPORT_GRACE`] for a previous one to end.
+async fn claim(export: &Export) -> bool {
+    let wait = async {
+        loop {
+            let released = export.released.notified();
+            tokio::pin!(released);
+            // Register before testing, so a release between the test and the await is seen.
+            released.as_mut().enable();
+            if !export.attached.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            released.await;
+        }
+    };
+    tokio::time::timeout(REIMPORT_GRACE, wait).await.is_ok()
 }
 
 struct Session {

@@ -1,0 +1,204 @@
+//! `vkey` as a user runs it: flags, start-up output, one-line errors, exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const VKEY: &str = env!("CARGO_BIN_EXE_vkey");
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("vkey-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Runs to completion; returns (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(VKEY)
+        .args(args)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Starts `vkey serve` and returns it with the start-up lines it printed.
+fn serve(args: &[&str]) -> (Child, Vec<String>) {
+    let mut child = Command::new(VKEY)
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..3 {
+        let mut l = String::new();
+        if out.read_line(&mut l).unwrap() == 0 {
+            break;
+        }
+        lines.push(l.trim_end().to_string());
+    }
+    (child, lines)
+}
+
+fn assert_one_line_error(code: i32, stderr: &str, needle: &str) {
+    assert_ne!(code, 0);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("vkey: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(needle), "{stderr}");
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let (code, out, _) = run(&["serve", "--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--listen",
+        "--busid",
+        "--store",
+        "--ephemeral",
+        "--allow-remote",
+    ] {
+        assert!(out.contains(flag), "{flag} missing from --help:\n{out}");
+    }
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("serve"));
+}
+
+#[test]
+fn start_up_prints_address_busid_and_attach_command() {
+    let (mut child, lines) = serve(&["--ephemeral", "--listen", "127.0.0.1:0", "--busid", "2-3"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines[0].contains("serial"), "{lines:?}");
+    let port = lines[1]
+        .strip_prefix("listening on 127.0.0.1:")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert!(lines[1].ends_with("bus id 2-3"), "{lines:?}");
+    assert!(
+        lines[2].contains(&format!(
+            "usbip --tcp-port {port} attach -r 127.0.0.1 -b 2-3"
+        )),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn serial_is_stable_per_store() {
+    let dir = tempdir("serial");
+    let d = dir.to_str().unwrap();
+    let serial = |lines: &[String]| {
+        lines[0]
+            .split("serial ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (mut a, la) = serve(&["--store", d, "--listen", "127.0.0.1:0"]);
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let (mut b, lb) = serve(&["--store", d, "--listen", "127.0.0.1:0"]);
+    // While b runs, a second process on the same store is refused.
+    let (code, _, err) = run(&["serve", "--store", d, "--listen", "127.0.0.1:0"]);
+    assert_one_line_error(code, &err, "in use by another vkey process");
+    b.kill().unwrap();
+    b.wait().unwrap();
+    assert_eq!(serial(&la), serial(&lb));
+    let (mut e1, l1) = serve(&["--ephemeral", "--listen", "127.0.0.1:0"]);
+    e1.kill().unwrap();
+    e1.wait().unwrap();
+    assert_ne!(serial(&l1), serial(&la));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn non_loopback_needs_allow_remote_and_warns() {
+    let (code, _, err) = run(&["serve", "--ephemeral", "--listen", "0.0.0.0:0"]);
+    assert_one_line_error(code, &err, "--allow-remote");
+    let mut child = Command::new(VKEY)
+        .args([
+            "serve",
+            "--ephemeral",
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-remote",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut l = String::new();
+    err.read_line(&mut l).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        l.contains("WARNING") && l.contains("NO authentication"),
+        "{l}"
+    );
+}
+
+#[test]
+fn port_in_use_is_a_one_line_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let (code, _, err) = run(&["serve", "--ephemeral", "--listen", &addr]);
+    assert_one_line_error(code, &err, "cannot listen on");
+}
+
+#[test]
+fn bad_flags_and_bad_store_fail_cleanly() {
+    let (code, _, err) = run(&["serve", "--no-such-flag"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--no-such-flag") && !err.contains("panicked"));
+    let (code, _, err) = run(&["serve", "--listen", "nonsense"]);
+    assert_ne!(code, 0);
+    assert!(!err.contains("panicked"));
+    let (code, _, err) = run(&["serve", "--busid", "a b"]);
+    assert_ne!(code, 0);
+    assert!(!err.contains("panicked"));
+    let (code, _, err) = run(&["serve", "--ephemeral", "--store", "/tmp/x"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot be used with"));
+    // A store path that is a file, and a store file that is garbage.
+    let dir = tempdir("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("plainfile");
+    std::fs::write(&file, b"x").unwrap();
+    let (code, _, err) = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        file.to_str().unwrap(),
+    ]);
+    assert_one_line_error(code, &err, "cannot open the store");
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("vkey-store.cbor"), b"\xff\xfe garbage").unwrap();
+    let (code, _, err) = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert_one_line_error(code, &err, "not a vkey store file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

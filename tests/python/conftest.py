@@ -1,0 +1,80 @@
+"""Fixtures: a real `vkey serve` process on a free loopback port."""
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from usbip_hid import open_device  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VKEY = os.environ.get("VKEY_BIN", os.path.join(ROOT, "target", "release", "vkey"))
+
+
+class VkeyProcess:
+    """`vkey serve` on 127.0.0.1:<free port>; its stderr is kept for assertions."""
+
+    def __init__(self, *args, env=None):
+        self.args = list(args)
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+        self.stderr = []
+        self.start()
+
+    def start(self):
+        cmd = [VKEY, "serve", "--listen", "127.0.0.1:0", *self.args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+        self.stdout_lines = []
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                err = self.proc.stderr.read()
+                raise RuntimeError(f"vkey exited before listening: {err}")
+            self.stdout_lines.append(line)
+            m = re.match(r"listening on ([\d.]+):(\d+) ", line)
+            if m:
+                self.host, self.port = m.group(1), int(m.group(2))
+                break
+        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
+
+    def _drain(self, proc):
+        for line in proc.stderr:
+            self.stderr.append(line)
+        for line in proc.stdout:
+            self.stdout_lines.append(line)
+
+    def device(self, busid="1-1"):
+        return open_device(self.host, self.port, busid)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def vkey():
+    p = VkeyProcess("--ephemeral")
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def vkey_factory():
+    procs = []
+
+    def make(*args, env=None):
+        p = VkeyProcess(*args, env=env)
+        procs.append(p)
+        return p
+
+    yield make
+    for p in procs:
+        p.stop()
