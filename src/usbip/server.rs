@@ -358,11 +358,22 @@ async fn run_session(
             }
         };
         tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(Ok(c)) => if let Err(e) = s.handle(c, Instant::now()) { break Err(e) },
-                Some(Err(WireError::Closed)) | None => break Ok(()),
-                Some(Err(e)) => break Err(e),
-            },
+            cmd = rx.recv() => {
+                // Take every command already read before writing replies: a multi-report
+                // message then costs one write, not one per report.
+                let Some(first) = cmd else { break Ok(()) };
+                let mut next = Some(first);
+                let mut end = None;
+                while let Some(c) = next.take() {
+                    match c {
+                        Ok(c) => if let Err(e) = s.handle(c, Instant::now()) { end = Some(Err(e)); break },
+                        Err(WireError::Closed) => { end = Some(Ok(())); break }
+                        Err(e) => { end = Some(Err(e)); break }
+                    }
+                    next = rx.try_recv().ok();
+                }
+                if let Some(r) = end { break r }
+            }
             _ = notify.notified() => s.function.handle_wakeup(Instant::now()),
             _ = timer => s.function.handle_timeout(Instant::now()),
         }
