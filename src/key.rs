@@ -5,15 +5,14 @@
 //!
 //! This module and `cli` are the edge: they may import every layer.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::ctap::Authenticator;
-use crate::ctaphid::{self, CtapHid, Event, RequestKind, TxnId};
+use crate::ctap::{Authenticator, RequestContext, RequestHandle};
+use crate::ctaphid::{self, CtapHid, Event, KeepaliveStatus, RequestKind, TxnId};
 use crate::usbip::{DeviceIdentity, ExportedDevice, HidFunction, HidReport};
 
 /// The pid.codes vendor ID for open-source hardware, with its test product ID: a real,
@@ -27,6 +26,7 @@ enum Job {
     PowerUp,
     Cbor {
         data: Vec<u8>,
+        ctx: RequestContext,
         reply: Reply,
     },
 }
@@ -61,9 +61,9 @@ impl Key {
                 while let Ok(job) = rx.recv() {
                     match job {
                         Job::PowerUp => auth.power_up(),
-                        Job::Cbor { data, reply } => {
+                        Job::Cbor { data, ctx, reply } => {
                             let started = Instant::now();
-                            let resp = auth.process(&data);
+                            let resp = auth.process(&data, &ctx);
                             debug!(
                                 "ctap cmd {:#04x} -> status {:#04x} in {:?}",
                                 data.first().copied().unwrap_or(0),
@@ -120,7 +120,7 @@ impl ExportedDevice for Key {
             responses: rx,
             response_tx: tx,
             notify: notify.clone(),
-            cancel: Arc::new(AtomicBool::new(false)),
+            current: None,
         };
         (Box::new(session), notify)
     }
@@ -133,8 +133,9 @@ pub struct KeySession {
     responses: mpsc::Receiver<(TxnId, Vec<u8>)>,
     response_tx: mpsc::Sender<(TxnId, Vec<u8>)>,
     notify: Arc<Notify>,
-    /// Set by CTAPHID_CANCEL / resync / disconnect for the request in progress.
-    cancel: Arc<AtomicBool>,
+    /// The request in progress: CTAPHID_CANCEL, resync and disconnect cancel it, and
+    /// its UPNEEDED state decides the KEEPALIVE status.
+    current: Option<(TxnId, RequestHandle)>,
 }
 
 impl KeySession {
@@ -147,13 +148,14 @@ impl KeySession {
                     data,
                     ..
                 } => {
-                    self.cancel = Arc::new(AtomicBool::new(false));
+                    let (ctx, handle) = RequestContext::new();
+                    self.current = Some((txn, handle));
                     let reply = Reply {
                         txn,
                         tx: self.response_tx.clone(),
                         notify: self.notify.clone(),
                     };
-                    if self.jobs.send(Job::Cbor { data, reply }).is_err() {
+                    if self.jobs.send(Job::Cbor { data, ctx, reply }).is_err() {
                         warn!("authenticator thread is gone");
                         self.hid
                             .respond(txn, &[crate::ctap::StatusCode::Other.byte()]);
@@ -168,8 +170,12 @@ impl KeySession {
                     // never dispatches MSG); answer SW_INS_NOT_SUPPORTED regardless.
                     self.hid.respond(txn, &[0x6d, 0x00]);
                 }
-                Event::Cancel { .. } | Event::Abort { .. } => {
-                    self.cancel.store(true, Ordering::Release)
+                Event::Cancel { txn } | Event::Abort { txn } => {
+                    if let Some((t, h)) = &self.current {
+                        if *t == txn {
+                            h.cancel();
+                        }
+                    }
                 }
                 Event::Wink => info!("wink"),
             }
@@ -192,11 +198,20 @@ impl HidFunction for KeySession {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        let up_needed = self.current.as_ref().is_some_and(|(_, h)| h.up_needed());
+        self.hid.set_keepalive_status(if up_needed {
+            KeepaliveStatus::UpNeeded
+        } else {
+            KeepaliveStatus::Processing
+        });
         self.hid.handle_timeout(now);
     }
 
     fn handle_wakeup(&mut self, _now: Instant) {
         while let Ok((txn, resp)) = self.responses.try_recv() {
+            if self.current.as_ref().is_some_and(|(t, _)| *t == txn) {
+                self.current = None;
+            }
             self.hid.respond(txn, &resp);
         }
     }
@@ -205,6 +220,8 @@ impl HidFunction for KeySession {
 impl Drop for KeySession {
     fn drop(&mut self) {
         // The host is gone: a request still waiting for the user must stop waiting.
-        self.cancel.store(true, Ordering::Release);
+        if let Some((_, h)) = &self.current {
+            h.cancel();
+        }
     }
 }

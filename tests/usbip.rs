@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vkey::ctap::Authenticator;
+use vkey::ctap::{Authenticator, Config};
 use vkey::key::Key;
 use vkey::store::Store;
 use vkey::usbip::client::{Client, Reply, list_devices};
@@ -22,8 +22,10 @@ fn start() -> SocketAddr {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let key: Arc<dyn ExportedDevice> =
-                Arc::new(Key::new(Authenticator::new(Store::ephemeral())).unwrap());
+            let key: Arc<dyn ExportedDevice> = Arc::new(
+                Key::new(Authenticator::new(Store::ephemeral(), Config::default()).unwrap())
+                    .unwrap(),
+            );
             let server = Server::bind("127.0.0.1:0".parse().unwrap(), vec![("1-1".into(), key)])
                 .await
                 .unwrap();

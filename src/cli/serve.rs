@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::ctap::Authenticator;
+use crate::ctap::{AttestationFormat, Authenticator, Config, Presence, PresenceMode};
 use crate::key::Key;
 use crate::store::Store;
 use crate::usbip::{ExportedDevice, Server};
@@ -35,6 +35,54 @@ pub struct ServeArgs {
     /// Keep everything in memory: the key is new on every start and gone on exit.
     #[arg(long)]
     ephemeral: bool,
+
+    /// User presence: auto (granted at once), deny (OPERATION_DENIED), prompt (ask on
+    /// this terminal: y/n), delay:MS (granted after MS milliseconds).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    presence: PresenceMode,
+
+    /// Attestation of new credentials: packed (x5c batch certificate from the store's
+    /// attestation CA), self (packed self attestation) or none.
+    #[arg(long, value_name = "FORMAT", default_value = "packed", value_parser = parse_attestation)]
+    attestation: AttestationFormat,
+
+    /// Set the backup-eligible flag (BE) in authenticator data.
+    #[arg(long)]
+    backup_eligible: bool,
+
+    /// Set the backed-up flag (BS) in authenticator data (needs --backup-eligible).
+    #[arg(long, requires = "backup_eligible")]
+    backup_state: bool,
+}
+
+fn parse_attestation(s: &str) -> Result<AttestationFormat, String> {
+    match s {
+        "packed" => Ok(AttestationFormat::Packed),
+        "self" => Ok(AttestationFormat::SelfAttestation),
+        "none" => Ok(AttestationFormat::None),
+        _ => Err("expected packed, self or none".into()),
+    }
+}
+
+/// `--presence prompt`: answers typed on the terminal go to the waiting request.
+fn spawn_prompt_reader(presence: Presence) {
+    let _ = std::thread::Builder::new()
+        .name("vkey-prompt".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdin.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let yes = matches!(line.trim(), "y" | "Y" | "yes");
+                if !presence.answer(yes) {
+                    eprintln!("vkey: no request is waiting for a touch");
+                }
+            }
+        });
 }
 
 fn parse_busid(s: &str) -> Result<String, String> {
@@ -83,8 +131,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => "in memory (--ephemeral)".to_string(),
     };
     let serial = store.serial().to_string();
+    let presence = Presence::new(args.presence);
+    if args.presence == PresenceMode::Prompt {
+        spawn_prompt_reader(presence.clone());
+    }
+    let config = Config {
+        presence,
+        attestation: args.attestation,
+        backup_eligible: args.backup_eligible,
+        backup_state: args.backup_state,
+    };
+    let auth = Authenticator::new(store, config).context("cannot initialise the authenticator")?;
     let key: Arc<dyn ExportedDevice> =
-        Arc::new(Key::new(Authenticator::new(store)).context("cannot start the authenticator")?);
+        Arc::new(Key::new(auth).context("cannot start the authenticator")?);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,11 +2,19 @@
 
 use ciborium::Value;
 
+use super::presence::RequestContext;
 use super::status::{CtapResult, StatusCode};
-use super::{Authenticator, CommandCode, MAX_MSG_SIZE, get_info};
+use super::{
+    Authenticator, CommandCode, MAX_MSG_SIZE, get_assertion, get_info, get_next_assertion,
+    make_credential, reset, selection,
+};
 
 /// Runs the command in `request`. `Ok(None)` is success with no response data.
-pub(super) fn dispatch(auth: &mut Authenticator, request: &[u8]) -> CtapResult<Option<Value>> {
+pub(super) fn dispatch(
+    auth: &mut Authenticator,
+    request: &[u8],
+    ctx: &RequestContext,
+) -> CtapResult<Option<Value>> {
     let Some((&cmd, params)) = request.split_first() else {
         // A CTAPHID_CBOR message must at least hold the command byte.
         return Err(StatusCode::InvalidLength);
@@ -14,14 +22,29 @@ pub(super) fn dispatch(auth: &mut Authenticator, request: &[u8]) -> CtapResult<O
     if request.len() > MAX_MSG_SIZE {
         return Err(StatusCode::RequestTooLarge);
     }
+    // §6.3: getNextAssertion state survives only until the next command of another kind.
+    if cmd != CommandCode::GetNextAssertion as u8 {
+        auth.next_assertion = None;
+    }
+    const MC: u8 = CommandCode::MakeCredential as u8;
+    const GA: u8 = CommandCode::GetAssertion as u8;
+    const GI: u8 = CommandCode::GetInfo as u8;
+    const RESET: u8 = CommandCode::Reset as u8;
+    const GNA: u8 = CommandCode::GetNextAssertion as u8;
+    const SEL: u8 = CommandCode::Selection as u8;
     match cmd {
-        c if c == CommandCode::GetInfo as u8 => {
+        MC => make_credential::make_credential(auth, params, ctx).map(Some),
+        GA => get_assertion::get_assertion(auth, params, ctx).map(Some),
+        GI => {
             // getInfo takes no parameters (§6.4).
             if !params.is_empty() {
                 return Err(StatusCode::InvalidLength);
             }
             Ok(Some(get_info::get_info(auth)))
         }
+        RESET => reset::reset(auth, params, ctx).map(|()| None),
+        GNA => get_next_assertion::get_next_assertion(auth, params).map(Some),
+        SEL => selection::selection(auth, params, ctx).map(|()| None),
         _ => Err(StatusCode::InvalidCommand),
     }
 }

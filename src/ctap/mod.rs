@@ -2,17 +2,33 @@
 //!
 //! A plain function of (state, request bytes) → response bytes: [`Authenticator::process`]
 //! takes a CTAP command byte followed by its CBOR parameters and returns the status
-//! byte followed by the CBOR response. It knows nothing of USB or CTAPHID and is
-//! tested with plain byte messages. One file per CTAP command.
+//! byte followed by the CBOR response. It knows nothing of USB or CTAPHID; what it needs
+//! from the transport while a command runs (CANCEL, the UPNEEDED keepalive status) goes
+//! through a [`RequestContext`]. One file per CTAP command.
 
+mod auth_data;
 pub mod cbor;
+mod credential_id;
 mod dispatcher;
+mod get_assertion;
 mod get_info;
+mod get_next_assertion;
+mod make_credential;
+mod params;
+pub mod presence;
+mod reset;
+mod selection;
 pub mod status;
 
+use std::time::Instant;
+
+pub use presence::{Presence, PresenceMode, RequestContext, RequestHandle};
 pub use status::{CtapResult, StatusCode};
 
-use crate::store::Store;
+use crate::crypto::attestation::Attestation;
+use crate::store::{AttestationMaterial, Store, StoreError};
+use credential_id::CredentialSource;
+use get_next_assertion::NextAssertionState;
 
 /// The vkey AAGUID (WebAuthn §6.1: identifies the authenticator model). Fixed for every
 /// vkey so that relying parties can recognise it; generated once, at random.
@@ -23,6 +39,10 @@ pub const AAGUID: [u8; 16] = [
 /// The largest CTAP message (command byte + CBOR) we accept and advertise as
 /// maxMsgSize: all a CTAPHID message can carry (57 + 128 × 59 bytes).
 pub const MAX_MSG_SIZE: usize = 7609;
+/// getInfo maxCredentialCountInList: allowList / excludeList entries per request.
+pub const MAX_CREDENTIAL_COUNT_IN_LIST: usize = 64;
+/// getInfo maxCredentialIdLength (ours are 64 bytes; longer IDs are not ours).
+pub const MAX_CREDENTIAL_ID_LENGTH: usize = 128;
 
 /// CTAP command bytes (§6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +61,49 @@ pub enum CommandCode {
     CredentialManagementPreview = 0x41,
 }
 
+/// The attestation statement format of makeCredential (`vkey serve --attestation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttestationFormat {
+    /// "packed" with x5c: the store's batch certificate, issued by its attestation CA.
+    Packed,
+    /// "packed" self attestation: signed with the new credential's own key.
+    SelfAttestation,
+    /// "none".
+    None,
+}
+
+/// How a key behaves; set at start-up.
+#[derive(Clone)]
+pub struct Config {
+    pub presence: Presence,
+    pub attestation: AttestationFormat,
+    /// authData BE: credentials are backup eligible (WebAuthn §6.1.3).
+    pub backup_eligible: bool,
+    /// authData BS: credentials are backed up. Only with `backup_eligible`.
+    pub backup_state: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            presence: Presence::new(PresenceMode::Auto),
+            attestation: AttestationFormat::Packed,
+            backup_eligible: false,
+            backup_state: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Attestation(#[from] crate::crypto::attestation::AttestationError),
+    #[error("the store's attestation key is unreadable")]
+    BadAttestation,
+}
+
 /// The firmware version we report (getInfo 0x0E): major × 65536 + minor × 256 + patch.
 pub fn firmware_version() -> u64 {
     let p = |s: &str| s.parse::<u64>().unwrap_or(0);
@@ -52,24 +115,64 @@ pub fn firmware_version() -> u64 {
 /// One authenticator: its persistent store and its volatile state.
 pub struct Authenticator {
     store: Store,
+    config: Config,
+    attestation: Option<Attestation>,
+    /// When the current USB session began: authenticatorReset is allowed for 10 s after.
+    powered_up: Instant,
+    next_assertion: Option<NextAssertionState>,
 }
 
 impl Authenticator {
-    pub fn new(store: Store) -> Authenticator {
-        Authenticator { store }
+    /// Opens the authenticator on `store`, creating the attestation CA and batch
+    /// certificate on first start.
+    pub fn new(mut store: Store, config: Config) -> Result<Authenticator, InitError> {
+        let attestation = match store.attestation() {
+            Some(m) => Attestation::from_parts(&m.batch_key_pkcs8, m.batch_cert_der, m.ca_cert_der)
+                .ok_or(InitError::BadAttestation)?,
+            None => {
+                let a = Attestation::generate(&AAGUID, store.serial())?;
+                let material = AttestationMaterial {
+                    batch_key_pkcs8: a.batch_key_pkcs8(),
+                    batch_cert_der: a.batch_cert_der.clone(),
+                    ca_cert_der: a.ca_cert_der.clone(),
+                };
+                store.set_attestation(material, &a.ca_pem())?;
+                a
+            }
+        };
+        Ok(Authenticator {
+            store,
+            config,
+            attestation: Some(attestation),
+            powered_up: Instant::now(),
+            next_assertion: None,
+        })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// The attestation CA certificate (PEM), for relying parties that verify chains.
+    pub fn attestation_ca_pem(&self) -> Option<String> {
+        self.attestation.as_ref().map(Attestation::ca_pem)
+    }
+
     /// Power-up: a new USB session began (USB/IP import). Volatile state starts over.
-    pub fn power_up(&mut self) {}
+    pub fn power_up(&mut self) {
+        self.power_up_at(Instant::now());
+    }
+
+    /// [`power_up`](Self::power_up) at a given instant (tests move the reset window).
+    pub fn power_up_at(&mut self, t: Instant) {
+        self.powered_up = t;
+        self.next_assertion = None;
+    }
 
     /// Processes one CTAPHID_CBOR message: command byte + CBOR parameters. Returns the
     /// status byte followed by the CBOR response (§8).
-    pub fn process(&mut self, request: &[u8]) -> Vec<u8> {
-        match dispatcher::dispatch(self, request) {
+    pub fn process(&mut self, request: &[u8], ctx: &RequestContext) -> Vec<u8> {
+        match dispatcher::dispatch(self, request, ctx) {
             Ok(Some(v)) => {
                 let mut out = vec![0x00];
                 out.extend_from_slice(&cbor::encode(&v));
@@ -77,6 +180,56 @@ impl Authenticator {
             }
             Ok(None) => vec![0x00],
             Err(status) => vec![status.byte()],
+        }
+    }
+
+    fn user_presence(&self, ctx: &RequestContext, what: &str) -> CtapResult<()> {
+        self.config.presence.request(ctx, what)
+    }
+
+    /// BE/BS bits for authenticator data.
+    fn backup_flags(&self) -> u8 {
+        let mut f = 0;
+        if self.config.backup_eligible {
+            f |= auth_data::FLAG_BE;
+            if self.config.backup_state {
+                f |= auth_data::FLAG_BS;
+            }
+        }
+        f
+    }
+
+    /// A credential ID that is ours for this RP: it opens under our wrapping key with
+    /// this RP ID hash, and, if it is discoverable, it is still in the store.
+    fn find_credential(&self, rp_id_hash: &[u8; 32], id: &[u8]) -> Option<CredentialSource> {
+        if id.len() > MAX_CREDENTIAL_ID_LENGTH {
+            return None;
+        }
+        let src = credential_id::open(self.store.wrapping_key(), rp_id_hash, id)?;
+        if src.discoverable && self.store.credential(id).is_none() {
+            return None;
+        }
+        Some(src)
+    }
+
+    /// §6.1.2 / §6.2.2 steps 1–2 for a key without clientPIN: the zero-length
+    /// pinUvAuthParam probe gets PIN_NOT_SET after a touch; any other pinUvAuthParam
+    /// names a protocol this key does not support.
+    fn check_pin_uv_auth_param(
+        &self,
+        param: Option<&[u8]>,
+        protocol: Option<u64>,
+        ctx: &RequestContext,
+        rp_id: &str,
+    ) -> CtapResult<()> {
+        let Some(param) = param else { return Ok(()) };
+        if param.is_empty() {
+            self.user_presence(ctx, &format!("select this key for {rp_id}"))?;
+            return Err(StatusCode::PinNotSet);
+        }
+        match protocol {
+            None => Err(StatusCode::MissingParameter),
+            Some(_) => Err(StatusCode::InvalidParameter),
         }
     }
 }

@@ -1,24 +1,43 @@
-//! The key's persistent state: a directory holding one store file, or memory only.
+//! The key's persistent state: a directory holding the store file and a counter log,
+//! or memory only (`--ephemeral`).
 //!
-//! First version: the device identity (the USB serial number). Later issues add the
-//! per-store secrets, discoverable credentials and counters; all of that stays a change
-//! inside this module. Writes are atomic (temp file, fsync, rename, fsync of the
-//! directory) so a crash leaves the old or the new file, never a torn one. The
-//! directory is locked so two processes never share one store.
+//! - `vkey-store.cbor`: device identity (USB serial), per-store secrets (the credential
+//!   wrapping key, the attestation batch key and certificates) and the discoverable
+//!   credentials. Rewritten atomically (temp file, fsync, rename, fsync of the
+//!   directory) on each acknowledged change, so a crash leaves the old or the new file.
+//! - `vkey-counters.log`: signature counters as an append-only log of 20-byte records
+//!   (credential key ‖ counter), so an assertion costs one small append + fsync instead
+//!   of a store rewrite. The highest value per credential wins, so a torn last record
+//!   can only lose a bump that was never acknowledged.
+//!
+//! The directory is locked so two processes never share a store. Encryption at rest and
+//! scale are later changes inside this module.
 
+mod file;
+
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ciborium::Value;
 use rand::Rng;
+use zeroize::Zeroizing;
 
-/// The store file inside the store directory.
+use file::StoreFile;
+pub use file::StoredCredential;
+
 const STORE_FILE: &str = "vkey-store.cbor";
+const COUNTER_FILE: &str = "vkey-counters.log";
 const LOCK_FILE: &str = "vkey.lock";
-const FORMAT_VERSION: i64 = 1;
 /// A store file larger than this is refused as corrupt instead of being read into memory.
 const MAX_STORE_FILE: u64 = 256 * 1024 * 1024;
+const COUNTER_RECORD: usize = 20;
+/// The counter log is compacted (rewritten with one record per credential) when it holds
+/// this many records more than there are credentials.
+const COUNTER_COMPACT_SLACK: usize = 65_536;
+/// How many discoverable credentials the store accepts (getInfo's
+/// remainingDiscoverableCredentials counts down from it).
+pub const MAX_DISCOVERABLE: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,7 +49,9 @@ pub enum StoreError {
     #[error("{0}: the store is in use by another vkey process")]
     Locked(PathBuf),
     #[error("{path}: not a vkey store file ({why})")]
-    Corrupt { path: PathBuf, why: &'static str },
+    Corrupt { path: PathBuf, why: String },
+    #[error("the store is full ({MAX_DISCOVERABLE} discoverable credentials)")]
+    Full,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -40,87 +61,46 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-/// What the store holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct State {
-    /// The USB serial number string: random at creation, stable for the store's life,
-    /// so that tools which find a key by serial find the same key after a restart.
-    serial: String,
-}
+/// Key of a signature counter: the first 16 bytes of SHA-256(credential ID), computed by
+/// the caller. Works for credentials that are not stored (non-discoverable) too.
+pub type CounterKey = [u8; 16];
 
-impl State {
-    fn fresh() -> State {
-        let mut b = [0u8; 6];
-        rand::rng().fill_bytes(&mut b);
-        State {
-            serial: b.iter().map(|x| format!("{x:02X}")).collect(),
-        }
-    }
-
-    fn to_cbor(&self) -> Vec<u8> {
-        let v = Value::Map(vec![
-            (
-                Value::Text("version".into()),
-                Value::Integer(FORMAT_VERSION.into()),
-            ),
-            (
-                Value::Text("serial".into()),
-                Value::Text(self.serial.clone()),
-            ),
-        ]);
-        let mut out = Vec::new();
-        // Serialising a Value into a Vec does not fail.
-        let _ = ciborium::ser::into_writer(&v, &mut out);
-        out
-    }
-
-    fn from_cbor(path: &Path, bytes: &[u8]) -> Result<State, StoreError> {
-        let corrupt = |why| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            why,
-        };
-        let v: Value = ciborium::de::from_reader(bytes).map_err(|_| corrupt("not CBOR"))?;
-        let Value::Map(m) = v else {
-            return Err(corrupt("not a map"));
-        };
-        let get = |k: &str| {
-            m.iter()
-                .find(|(key, _)| key.as_text() == Some(k))
-                .map(|(_, v)| v)
-        };
-        match get("version").and_then(Value::as_integer).map(i128::from) {
-            Some(v) if v == i128::from(FORMAT_VERSION) => {}
-            Some(_) => return Err(corrupt("unsupported format version")),
-            None => return Err(corrupt("no version")),
-        }
-        let serial = get("serial")
-            .and_then(Value::as_text)
-            .ok_or_else(|| corrupt("no serial"))?;
-        if serial.is_empty()
-            || serial.len() > 32
-            || !serial.chars().all(|c| c.is_ascii_alphanumeric())
-        {
-            return Err(corrupt("bad serial"));
-        }
-        Ok(State {
-            serial: serial.to_string(),
-        })
-    }
+/// The attestation material, kept as bytes: `ctap` turns it into keys.
+#[derive(Clone)]
+pub struct AttestationMaterial {
+    pub batch_key_pkcs8: Zeroizing<Vec<u8>>,
+    pub batch_cert_der: Vec<u8>,
+    pub ca_cert_der: Vec<u8>,
 }
 
 enum Backend {
     Memory,
     Dir {
         dir: PathBuf,
+        counters: File,
         // Held for the life of the store: the advisory lock goes with the file handle.
         _lock: File,
     },
 }
 
-/// The key's state, on disk or in memory (`--ephemeral`).
+/// The key's state, on disk or in memory.
 pub struct Store {
     backend: Backend,
-    state: State,
+    state: StoreFile,
+    counters: HashMap<CounterKey, u32>,
+    counter_records: usize,
+}
+
+fn random_hex_serial() -> String {
+    let mut b = [0u8; 6];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+fn random_key() -> Zeroizing<[u8; 32]> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(&mut *k);
+    k
 }
 
 impl Store {
@@ -128,7 +108,9 @@ impl Store {
     pub fn ephemeral() -> Store {
         Store {
             backend: Backend::Memory,
-            state: State::fresh(),
+            state: StoreFile::fresh(random_hex_serial(), random_key()),
+            counters: HashMap::new(),
+            counter_records: 0,
         }
     }
 
@@ -161,26 +143,70 @@ impl Store {
                 if len > MAX_STORE_FILE {
                     return Err(StoreError::Corrupt {
                         path,
-                        why: "too large",
+                        why: "too large".into(),
                     });
                 }
-                let bytes = fs::read(&path).map_err(io_err(&path))?;
-                State::from_cbor(&path, &bytes)?
+                let bytes = Zeroizing::new(fs::read(&path).map_err(io_err(&path))?);
+                StoreFile::decode(&bytes).map_err(|why| StoreError::Corrupt {
+                    path: path.clone(),
+                    why,
+                })?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let state = State::fresh();
-                write_atomic(dir, STORE_FILE, &state.to_cbor())?;
+                let state = StoreFile::fresh(random_hex_serial(), random_key());
+                write_atomic(dir, STORE_FILE, &state.encode())?;
                 state
             }
             Err(e) => return Err(StoreError::Io { path, source: e }),
         };
+        let counter_path = dir.join(COUNTER_FILE);
+        let log = match fs::read(&counter_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: counter_path,
+                    source: e,
+                });
+            }
+        };
+        let mut counters = HashMap::new();
+        // A torn last record (crash mid-append) is ignored by chunks_exact.
+        for rec in log.chunks_exact(COUNTER_RECORD) {
+            let mut key = [0u8; 16];
+            key.copy_from_slice(&rec[..16]);
+            let value = u32::from_be_bytes([rec[16], rec[17], rec[18], rec[19]]);
+            let e = counters.entry(key).or_insert(0);
+            *e = (*e).max(value);
+        }
+        let records = log.len() / COUNTER_RECORD;
+        if records > counters.len() + COUNTER_COMPACT_SLACK || log.len() % COUNTER_RECORD != 0 {
+            write_atomic(dir, COUNTER_FILE, &encode_counters(&counters))?;
+        }
+        let counter_file = private_options()
+            .append(true)
+            .create(true)
+            .open(&counter_path)
+            .map_err(io_err(&counter_path))?;
+        let counter_records = counters.len();
         Ok(Store {
             backend: Backend::Dir {
                 dir: dir.to_path_buf(),
+                counters: counter_file,
                 _lock: lock,
             },
             state,
+            counters,
+            counter_records,
         })
+    }
+
+    /// Writes the store file (no-op in memory).
+    fn commit(&mut self) -> Result<(), StoreError> {
+        if let Backend::Dir { dir, .. } = &self.backend {
+            write_atomic(dir, STORE_FILE, &self.state.encode())?;
+        }
+        Ok(())
     }
 
     /// The USB serial number of this key.
@@ -195,6 +221,124 @@ impl Store {
             Backend::Dir { dir, .. } => Some(dir),
         }
     }
+
+    /// The secret that seals credential IDs (new after every reset).
+    pub fn wrapping_key(&self) -> &[u8; 32] {
+        &self.state.wrapping_key
+    }
+
+    pub fn attestation(&self) -> Option<AttestationMaterial> {
+        self.state.attestation.clone()
+    }
+
+    /// Saves the attestation material (once, at first start). The CA certificate is also
+    /// written as `attestation-ca.pem` beside the store for relying parties to trust.
+    pub fn set_attestation(
+        &mut self,
+        a: AttestationMaterial,
+        ca_pem: &str,
+    ) -> Result<(), StoreError> {
+        self.state.attestation = Some(a);
+        self.commit()?;
+        if let Backend::Dir { dir, .. } = &self.backend {
+            let path = dir.join("attestation-ca.pem");
+            fs::write(&path, ca_pem).map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Discoverable credentials of `rp_id`, most recently created first.
+    pub fn discoverable(&self, rp_id: &str) -> Vec<&StoredCredential> {
+        let mut v: Vec<&StoredCredential> = self
+            .state
+            .credentials
+            .iter()
+            .filter(|c| c.rp_id == rp_id)
+            .collect();
+        v.sort_by(|a, b| b.created.cmp(&a.created));
+        v
+    }
+
+    pub fn credential(&self, id: &[u8]) -> Option<&StoredCredential> {
+        self.state.credentials.iter().find(|c| c.id == id)
+    }
+
+    pub fn discoverable_count(&self) -> usize {
+        self.state.credentials.len()
+    }
+
+    /// Stores a discoverable credential; one with the same RP ID and user ID is replaced
+    /// (CTAP 2.1 §6.1.2 step 17).
+    pub fn put_credential(&mut self, mut cred: StoredCredential) -> Result<(), StoreError> {
+        let replaced = self
+            .state
+            .credentials
+            .iter()
+            .position(|c| c.rp_id == cred.rp_id && c.user_id == cred.user_id);
+        if replaced.is_none() && self.state.credentials.len() >= MAX_DISCOVERABLE {
+            return Err(StoreError::Full);
+        }
+        let old = self.state.credentials.clone();
+        if let Some(i) = replaced {
+            self.state.credentials.remove(i);
+        }
+        self.state.next_sequence += 1;
+        cred.created = self.state.next_sequence;
+        self.state.credentials.push(cred);
+        if let Err(e) = self.commit() {
+            // Not acknowledged: memory goes back to what the disk has.
+            self.state.credentials = old;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The current signature counter of a credential (0 if never used).
+    pub fn counter(&self, key: &CounterKey) -> u32 {
+        self.counters.get(key).copied().unwrap_or(0)
+    }
+
+    /// Increments a signature counter and makes the new value durable before returning it.
+    pub fn bump_counter(&mut self, key: &CounterKey) -> Result<u32, StoreError> {
+        let next = self.counter(key).saturating_add(1);
+        if let Backend::Dir { dir, counters, .. } = &mut self.backend {
+            let mut rec = [0u8; COUNTER_RECORD];
+            rec[..16].copy_from_slice(key);
+            rec[16..].copy_from_slice(&next.to_be_bytes());
+            let path = dir.join(COUNTER_FILE);
+            counters.write_all(&rec).map_err(io_err(&path))?;
+            counters.sync_data().map_err(io_err(&path))?;
+            self.counter_records += 1;
+        }
+        self.counters.insert(*key, next);
+        Ok(next)
+    }
+
+    /// authenticatorReset: forget every credential and counter and make a new wrapping
+    /// key, so that non-discoverable credential IDs issued before are no longer ours.
+    /// The USB serial and the attestation identity stay: they belong to the device.
+    pub fn reset(&mut self) -> Result<(), StoreError> {
+        self.state.credentials.clear();
+        self.state.wrapping_key = random_key();
+        self.commit()?;
+        self.counters.clear();
+        if let Backend::Dir { dir, counters, .. } = &mut self.backend {
+            let path = dir.join(COUNTER_FILE);
+            counters.set_len(0).map_err(io_err(&path))?;
+            counters.sync_all().map_err(io_err(&path))?;
+        }
+        self.counter_records = 0;
+        Ok(())
+    }
+}
+
+fn encode_counters(counters: &HashMap<CounterKey, u32>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(counters.len() * COUNTER_RECORD);
+    for (k, c) in counters {
+        v.extend_from_slice(k);
+        v.extend_from_slice(&c.to_be_bytes());
+    }
+    v
 }
 
 #[cfg(unix)]
@@ -249,64 +393,4 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tempdir() -> PathBuf {
-        let mut b = [0u8; 8];
-        rand::rng().fill_bytes(&mut b);
-        let p = std::env::temp_dir().join(format!(
-            "vkey-store-test-{}",
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        ));
-        p
-    }
-
-    #[test]
-    fn serial_is_stable_across_reopen_and_file_is_private() {
-        let dir = tempdir();
-        let serial = Store::open(&dir).unwrap().serial().to_string();
-        assert_eq!(serial.len(), 12);
-        assert_eq!(Store::open(&dir).unwrap().serial(), serial);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.join(STORE_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-            let mode = fs::metadata(&dir).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o700);
-        }
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn second_open_is_refused_while_locked() {
-        let dir = tempdir();
-        let _a = Store::open(&dir).unwrap();
-        assert!(matches!(Store::open(&dir), Err(StoreError::Locked(_))));
-        drop(_a);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn corrupt_file_is_an_error_not_a_panic() {
-        let dir = tempdir();
-        fs::create_dir_all(&dir).unwrap();
-        for bad in [
-            &b"garbage"[..],
-            &[0xa0],
-            &[0xa1, 0x67, b'v', b'e', b'r', b's', b'i', b'o', b'n', 0x02],
-            &[],
-        ] {
-            fs::write(dir.join(STORE_FILE), bad).unwrap();
-            assert!(
-                matches!(Store::open(&dir), Err(StoreError::Corrupt { .. })),
-                "{bad:?}"
-            );
-        }
-        fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;

@@ -1,0 +1,176 @@
+//! The per-store attestation CA and batch certificate (WebAuthn §8.2.1 "Packed
+//! Attestation Statement Certificate Requirements"), made with rcgen on our own P-256
+//! keys (no second crypto library).
+
+use p256::ecdsa::SigningKey;
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use rcgen::{
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa, Issuer,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SerialNumber, SignatureAlgorithm,
+};
+use zeroize::Zeroizing;
+
+/// id-fido-gen-ce-aaguid: the AAGUID extension of an attestation certificate.
+const OID_FIDO_AAGUID: &[u64] = &[1, 3, 6, 1, 4, 1, 45724, 1, 1, 4];
+/// id-fido-u2f-ce-transports: bit string of transports; bit 2 = USB.
+const OID_FIDO_TRANSPORTS: &[u64] = &[1, 3, 6, 1, 4, 1, 45724, 2, 1, 1];
+
+#[derive(Debug, thiserror::Error)]
+#[error("attestation certificate: {0}")]
+pub struct AttestationError(String);
+
+/// An rcgen signer backed by a p256 key.
+struct P256Signer {
+    key: SigningKey,
+    public: Vec<u8>,
+}
+
+impl P256Signer {
+    fn new(key: SigningKey) -> P256Signer {
+        let public = key.verifying_key().to_sec1_point(false).as_bytes().to_vec();
+        P256Signer { key, public }
+    }
+}
+
+impl PublicKeyData for P256Signer {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public
+    }
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for P256Signer {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let sig: p256::ecdsa::DerSignature = p256::ecdsa::signature::Signer::sign(&self.key, msg);
+        Ok(sig.as_bytes().to_vec())
+    }
+}
+
+/// What a key attests with: the batch key and certificate, and the CA that issued it.
+pub struct Attestation {
+    pub batch_key: SigningKey,
+    pub batch_cert_der: Vec<u8>,
+    pub ca_cert_der: Vec<u8>,
+}
+
+fn random_serial() -> SerialNumber {
+    let mut b: [u8; 16] = super::random_bytes();
+    b[0] &= 0x7f; // positive
+    b[0] |= 0x01; // and not starting with a zero byte
+    SerialNumber::from_slice(&b)
+}
+
+impl Attestation {
+    /// Generates a CA and a batch certificate for `aaguid`. `label` names the store (its
+    /// serial) in the CA's common name so that two stores' CAs are told apart.
+    pub fn generate(aaguid: &[u8; 16], label: &str) -> Result<Attestation, AttestationError> {
+        let err = |e: rcgen::Error| AttestationError(e.to_string());
+        let mut rng = rand::rng();
+        let ca_key = P256Signer::new(
+            <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng),
+        );
+        let batch_key = <SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(&mut rng);
+
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name = DistinguishedName::new();
+        ca.distinguished_name.push(DnType::CountryName, "US");
+        ca.distinguished_name.push(DnType::OrganizationName, "vkey");
+        ca.distinguished_name
+            .push(DnType::CommonName, format!("vkey Attestation CA {label}"));
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.serial_number = Some(random_serial());
+        ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        ca.not_after = rcgen::date_time_ymd(2099, 12, 31);
+        let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+
+        // WebAuthn §8.2.1: version 3; Subject C, O, OU = "Authenticator Attestation", CN;
+        // basic constraints CA:FALSE; the AAGUID extension, not critical.
+        let mut leaf = CertificateParams::default();
+        leaf.distinguished_name = DistinguishedName::new();
+        leaf.distinguished_name.push(DnType::CountryName, "US");
+        leaf.distinguished_name
+            .push(DnType::OrganizationName, "vkey");
+        leaf.distinguished_name
+            .push(DnType::OrganizationalUnitName, "Authenticator Attestation");
+        leaf.distinguished_name
+            .push(DnType::CommonName, "vkey Batch Certificate");
+        leaf.is_ca = IsCa::ExplicitNoCa;
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.serial_number = Some(random_serial());
+        leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        leaf.not_after = rcgen::date_time_ymd(2099, 12, 31);
+        let mut aaguid_ext = vec![0x04, 0x10];
+        aaguid_ext.extend_from_slice(aaguid);
+        leaf.custom_extensions = vec![
+            CustomExtension::from_oid_content(OID_FIDO_AAGUID, aaguid_ext),
+            // BIT STRING, 5 unused bits, bit 2 (USB) set.
+            CustomExtension::from_oid_content(OID_FIDO_TRANSPORTS, vec![0x03, 0x02, 0x05, 0x20]),
+        ];
+        let issuer = Issuer::from_params(&ca, &ca_key);
+        let batch_signer = P256Signer::new(batch_key.clone());
+        let leaf_cert = leaf.signed_by(&batch_signer, &issuer).map_err(err)?;
+        Ok(Attestation {
+            batch_key,
+            batch_cert_der: leaf_cert.der().to_vec(),
+            ca_cert_der: ca_cert.der().to_vec(),
+        })
+    }
+
+    /// The batch key as PKCS#8 DER, for the store.
+    pub fn batch_key_pkcs8(&self) -> Zeroizing<Vec<u8>> {
+        match self.batch_key.to_pkcs8_der() {
+            Ok(d) => Zeroizing::new(d.as_bytes().to_vec()),
+            Err(_) => Zeroizing::new(Vec::new()),
+        }
+    }
+
+    pub fn from_parts(
+        batch_key_pkcs8: &[u8],
+        batch_cert_der: Vec<u8>,
+        ca_cert_der: Vec<u8>,
+    ) -> Option<Attestation> {
+        let batch_key = SigningKey::from_pkcs8_der(batch_key_pkcs8).ok()?;
+        Some(Attestation {
+            batch_key,
+            batch_cert_der,
+            ca_cert_der,
+        })
+    }
+
+    /// Signs with the batch key (ES256, DER signature).
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        let sig: p256::ecdsa::DerSignature =
+            p256::ecdsa::signature::Signer::sign(&self.batch_key, msg);
+        sig.as_bytes().to_vec()
+    }
+
+    /// The CA certificate in PEM, for relying parties that want to trust it.
+    pub fn ca_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("CERTIFICATE", self.ca_cert_der.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_and_roundtrips() {
+        let a = Attestation::generate(&[1u8; 16], "TEST").unwrap();
+        assert!(a.batch_cert_der.len() > 200);
+        // The AAGUID extension is in the certificate.
+        let needle = [&[0x04u8, 0x10][..], &[1u8; 16]].concat();
+        assert!(a.batch_cert_der.windows(18).any(|w| w == needle.as_slice()));
+        let b = Attestation::from_parts(
+            &a.batch_key_pkcs8(),
+            a.batch_cert_der.clone(),
+            a.ca_cert_der.clone(),
+        )
+        .unwrap();
+        assert_eq!(a.batch_key.verifying_key(), b.batch_key.verifying_key());
+        assert!(a.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+}

@@ -1,0 +1,102 @@
+//! Credential IDs. Every credential ID we issue seals the credential's private key and
+//! its properties under the store's wrapping key with AES-256-GCM, the RP ID hash bound
+//! in as associated data. So a non-discoverable credential needs no storage, and an ID
+//! that is forged, altered or made for another RP (or before a reset) simply does not
+//! open: it is "not ours". Discoverable credentials carry the same kind of ID and are
+//! additionally listed in the store; their ID is honoured only while they are.
+//!
+//! Layout: version (1) ‖ nonce (12) ‖ AES-GCM(alg, flags, credProtect, secret[32]) ‖ tag (16)
+//! = 64 bytes. The version byte is in the associated data too.
+
+use crate::crypto::{Algorithm, CredentialKey, seal};
+
+const VERSION: u8 = 1;
+const PLAINTEXT_LEN: usize = 3 + 32;
+/// Length of every credential ID we make.
+pub const CREDENTIAL_ID_LEN: usize = 1 + seal::OVERHEAD + PLAINTEXT_LEN;
+const FLAG_DISCOVERABLE: u8 = 0x01;
+
+/// What a credential ID holds.
+pub struct CredentialSource {
+    pub key: CredentialKey,
+    pub discoverable: bool,
+    /// credProtect level 1–3 (CTAP 2.1 §12.1); 1 when not requested.
+    pub cred_protect: u8,
+}
+
+fn aad(rp_id_hash: &[u8; 32]) -> [u8; 33] {
+    let mut a = [0u8; 33];
+    a[0] = VERSION;
+    a[1..].copy_from_slice(rp_id_hash);
+    a
+}
+
+pub fn seal(wrapping_key: &[u8; 32], rp_id_hash: &[u8; 32], src: &CredentialSource) -> Vec<u8> {
+    let mut pt = zeroize::Zeroizing::new([0u8; PLAINTEXT_LEN]);
+    pt[0] = src.key.algorithm().tag();
+    pt[1] = if src.discoverable {
+        FLAG_DISCOVERABLE
+    } else {
+        0
+    };
+    pt[2] = src.cred_protect;
+    pt[3..].copy_from_slice(&*src.key.secret());
+    let mut id = vec![VERSION];
+    id.extend_from_slice(&seal::seal(wrapping_key, &aad(rp_id_hash), &*pt));
+    id
+}
+
+/// Opens a credential ID for `rp_id_hash`; `None` if it is not one of ours for that RP.
+pub fn open(wrapping_key: &[u8; 32], rp_id_hash: &[u8; 32], id: &[u8]) -> Option<CredentialSource> {
+    if id.len() != CREDENTIAL_ID_LEN || id[0] != VERSION {
+        return None;
+    }
+    let pt = zeroize::Zeroizing::new(seal::open(wrapping_key, &aad(rp_id_hash), &id[1..])?);
+    if pt.len() != PLAINTEXT_LEN {
+        return None;
+    }
+    let alg = Algorithm::from_tag(pt[0])?;
+    let secret: &[u8; 32] = pt[3..].try_into().ok()?;
+    let key = CredentialKey::from_secret(alg, secret)?;
+    let cred_protect = pt[2];
+    if !(1..=3).contains(&cred_protect) {
+        return None;
+    }
+    Some(CredentialSource {
+        key,
+        discoverable: pt[1] & FLAG_DISCOVERABLE != 0,
+        cred_protect,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_binding() {
+        let wk = [3u8; 32];
+        let rp = [4u8; 32];
+        let src = CredentialSource {
+            key: CredentialKey::generate(Algorithm::EdDsa),
+            discoverable: true,
+            cred_protect: 2,
+        };
+        let id = seal(&wk, &rp, &src);
+        assert_eq!(id.len(), CREDENTIAL_ID_LEN);
+        let back = open(&wk, &rp, &id).unwrap();
+        assert_eq!(back.key.cose_public_key(), src.key.cose_public_key());
+        assert!(back.discoverable);
+        assert_eq!(back.cred_protect, 2);
+        assert!(open(&wk, &[5u8; 32], &id).is_none(), "other RP");
+        assert!(
+            open(&[9u8; 32], &rp, &id).is_none(),
+            "other store / after reset"
+        );
+        let mut forged = id.clone();
+        forged[20] ^= 0x80;
+        assert!(open(&wk, &rp, &forged).is_none());
+        assert!(open(&wk, &rp, &[1u8; 10]).is_none());
+        assert!(open(&wk, &rp, &[]).is_none());
+    }
+}

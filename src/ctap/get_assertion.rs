@@ -1,0 +1,154 @@
+//! authenticatorGetAssertion (0x02), CTAP 2.1 §6.2.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use ciborium::Value;
+
+use super::Authenticator;
+use super::auth_data::{self, FLAG_UP};
+use super::cbor::{MapBuilder, RequestMap, read};
+use super::credential_id::CredentialSource;
+use super::get_next_assertion::{NEXT_ASSERTION_TIMEOUT, NextAssertionState};
+use super::params::{CredentialDescriptor, Options};
+use super::presence::RequestContext;
+use super::status::{CtapResult, StatusCode};
+use crate::crypto;
+
+pub(super) fn get_assertion(
+    auth: &mut Authenticator,
+    params: &[u8],
+    ctx: &RequestContext,
+) -> CtapResult<Value> {
+    if params.is_empty() {
+        return Err(StatusCode::MissingParameter);
+    }
+    let mut m = RequestMap::parse(params)?;
+    let rp_id = read::text(read::required(m.take(0x01))?)?;
+    let client_data_hash = read::bytes(read::required(m.take(0x02))?)?;
+    let allow_list = m
+        .take(0x03)
+        .map(CredentialDescriptor::parse_list)
+        .transpose()?;
+    let _extensions = m.take(0x04).map(read::map).transpose()?;
+    let options = Options::parse(m.take(0x05))?;
+    let pin_uv_auth_param = m.take(0x06).map(read::bytes).transpose()?;
+    let pin_uv_auth_protocol = m.take(0x07).map(read::unsigned).transpose()?;
+
+    auth.check_pin_uv_auth_param(
+        pin_uv_auth_param.as_deref(),
+        pin_uv_auth_protocol,
+        ctx,
+        &rp_id,
+    )?;
+
+    // Step 5: "rk" is not an option of getAssertion; "uv" needs built-in UV, which we lack.
+    if options.rk.is_some() {
+        return Err(StatusCode::UnsupportedOption);
+    }
+    if options.uv == Some(true) {
+        return Err(StatusCode::InvalidOption);
+    }
+    let up = options.up.unwrap_or(true);
+    let rp_id_hash = crypto::sha256(rp_id.as_bytes());
+
+    // Step 7: locate credentials. With an allowList: the listed ones that are ours for
+    // this RP. Without: the RP's discoverable credentials, most recent first.
+    let from_allow_list = allow_list.as_ref().is_some_and(|l| !l.is_empty());
+    let ids: Vec<Vec<u8>> = match &allow_list {
+        Some(list) if from_allow_list => list
+            .iter()
+            .filter(|d| d.public_key && auth.find_credential(&rp_id_hash, &d.id).is_some())
+            .map(|d| d.id.clone())
+            .take(1) // §6.2.2 step 11: with an allowList the authenticator picks one
+            .collect(),
+        _ => auth
+            .store
+            .discoverable(&rp_id)
+            .iter()
+            .map(|c| c.id.clone())
+            .collect(),
+    };
+    if ids.is_empty() {
+        return Err(StatusCode::NoCredentials);
+    }
+
+    // Step 9: user presence unless up=false (a "silent" assertion).
+    if up {
+        auth.user_presence(ctx, &format!("sign in to {rp_id}"))?;
+    }
+    let flags = if up { FLAG_UP } else { 0 } | auth.backup_flags();
+
+    let count = ids.len();
+    let mut ids: VecDeque<Vec<u8>> = ids.into();
+    let first = ids.pop_front().ok_or(StatusCode::NoCredentials)?;
+    let number = (!from_allow_list).then_some(count);
+    let resp = assertion(auth, &rp_id_hash, &client_data_hash, flags, &first, number)?;
+    if !ids.is_empty() {
+        auth.next_assertion = Some(NextAssertionState {
+            rp_id_hash,
+            client_data_hash,
+            flags,
+            remaining: ids,
+            deadline: Instant::now() + NEXT_ASSERTION_TIMEOUT,
+        });
+    }
+    Ok(resp)
+}
+
+/// Builds one assertion response for credential `id`: bumps its counter (durably),
+/// signs authenticatorData ‖ clientDataHash.
+pub(super) fn assertion(
+    auth: &mut Authenticator,
+    rp_id_hash: &[u8; 32],
+    client_data_hash: &[u8],
+    flags: u8,
+    id: &[u8],
+    number_of_credentials: Option<usize>,
+) -> CtapResult<Value> {
+    let source: CredentialSource = auth
+        .find_credential(rp_id_hash, id)
+        .ok_or(StatusCode::NoCredentials)?;
+    let counter = auth.store.bump_counter(&counter_key(id)).map_err(|e| {
+        tracing::error!("cannot persist the signature counter: {e}");
+        StatusCode::Other
+    })?;
+    let auth_data = auth_data::build(rp_id_hash, flags, counter, None, None);
+    let mut signed = auth_data.clone();
+    signed.extend_from_slice(client_data_hash);
+    let signature = source.key.sign(&signed);
+    // §6.2.2 "user": for a discoverable credential the user handle. Names only if the
+    // user was verified, which this key cannot do yet.
+    let user = if source.discoverable {
+        auth.store.credential(id).map(|c| {
+            MapBuilder::new()
+                .text("id", Value::Bytes(c.user_id.clone()))
+                .build()
+        })
+    } else {
+        None
+    };
+    let credential = MapBuilder::new()
+        .text("id", Value::Bytes(id.to_vec()))
+        .text("type", "public-key")
+        .build();
+    Ok(MapBuilder::new()
+        .int(0x01, credential)
+        .int(0x02, Value::Bytes(auth_data))
+        .int(0x03, Value::Bytes(signature))
+        .int_opt(0x04, user)
+        .int_opt(
+            0x05,
+            number_of_credentials.map(|n| Value::Integer((n as u64).into())),
+        )
+        .build())
+}
+
+/// Signature counters are keyed by a hash of the credential ID, so non-discoverable
+/// credentials (nothing stored) have one too.
+pub(super) fn counter_key(id: &[u8]) -> [u8; 16] {
+    let h = crypto::sha256(id);
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&h[..16]);
+    k
+}

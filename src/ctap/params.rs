@@ -1,0 +1,159 @@
+//! WebAuthn/CTAP parameter structures shared by several commands (CTAP 2.1 §6.1, §6.2),
+//! each read with the exact CTAP error for a missing member or a wrong type.
+
+use ciborium::Value;
+
+use super::cbor::read;
+use super::status::{CtapResult, StatusCode};
+
+/// user.id is at most 64 bytes (WebAuthn §5.4.3).
+pub const MAX_USER_ID_LEN: usize = 64;
+/// Names are kept to 64 bytes: CTAP 2.1 §6.1 lets authenticators truncate them there.
+const MAX_NAME_LEN: usize = 64;
+
+fn truncate_utf8(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn optional_text(v: Option<Value>) -> CtapResult<Option<String>> {
+    v.map(read::text)
+        .transpose()
+        .map(|o| o.map(|s| truncate_utf8(s, MAX_NAME_LEN)))
+}
+
+/// PublicKeyCredentialRpEntity.
+pub struct RpEntity {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+impl RpEntity {
+    pub fn parse(v: Value) -> CtapResult<RpEntity> {
+        let mut id = None;
+        let mut name = None;
+        for (k, v) in read::text_map(v)? {
+            match k.as_str() {
+                "id" => id = Some(read::text(v)?),
+                "name" => name = optional_text(Some(v))?,
+                _ => {} // "icon" and unknown members are ignored
+            }
+        }
+        Ok(RpEntity {
+            id: id.ok_or(StatusCode::MissingParameter)?,
+            name,
+        })
+    }
+}
+
+/// PublicKeyCredentialUserEntity.
+pub struct UserEntity {
+    pub id: Vec<u8>,
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+}
+
+impl UserEntity {
+    pub fn parse(v: Value) -> CtapResult<UserEntity> {
+        let mut id = None;
+        let (mut name, mut display_name) = (None, None);
+        for (k, v) in read::text_map(v)? {
+            match k.as_str() {
+                "id" => id = Some(read::bytes(v)?),
+                "name" => name = optional_text(Some(v))?,
+                "displayName" => display_name = optional_text(Some(v))?,
+                _ => {}
+            }
+        }
+        let id = id.ok_or(StatusCode::MissingParameter)?;
+        if id.len() > MAX_USER_ID_LEN {
+            return Err(StatusCode::InvalidLength);
+        }
+        Ok(UserEntity {
+            id,
+            name,
+            display_name,
+        })
+    }
+}
+
+/// PublicKeyCredentialDescriptor. Only type "public-key" is ours; others are skipped.
+pub struct CredentialDescriptor {
+    pub id: Vec<u8>,
+    pub public_key: bool,
+}
+
+impl CredentialDescriptor {
+    pub fn parse(v: Value) -> CtapResult<CredentialDescriptor> {
+        let mut id = None;
+        let mut ty = None;
+        for (k, v) in read::text_map(v)? {
+            match k.as_str() {
+                "id" => id = Some(read::bytes(v)?),
+                "type" => ty = Some(read::text(v)?),
+                _ => {} // "transports" is a hint for the platform
+            }
+        }
+        let id = id.ok_or(StatusCode::MissingParameter)?;
+        let ty = ty.ok_or(StatusCode::MissingParameter)?;
+        Ok(CredentialDescriptor {
+            id,
+            public_key: ty == "public-key",
+        })
+    }
+
+    pub fn parse_list(v: Value) -> CtapResult<Vec<CredentialDescriptor>> {
+        read::array(v)?
+            .into_iter()
+            .map(CredentialDescriptor::parse)
+            .collect()
+    }
+}
+
+/// One entry of pubKeyCredParams: (type is "public-key", alg).
+pub fn parse_cred_param(v: Value) -> CtapResult<(bool, i64)> {
+    let mut alg = None;
+    let mut ty = None;
+    for (k, v) in read::text_map(v)? {
+        match k.as_str() {
+            "alg" => alg = Some(read::int(v)?),
+            "type" => ty = Some(read::text(v)?),
+            _ => {}
+        }
+    }
+    Ok((
+        ty.ok_or(StatusCode::MissingParameter)? == "public-key",
+        alg.ok_or(StatusCode::MissingParameter)?,
+    ))
+}
+
+/// The options map: text keys with boolean values. Unknown options are ignored.
+#[derive(Default)]
+pub struct Options {
+    pub rk: Option<bool>,
+    pub up: Option<bool>,
+    pub uv: Option<bool>,
+}
+
+impl Options {
+    pub fn parse(v: Option<Value>) -> CtapResult<Options> {
+        let mut o = Options::default();
+        let Some(v) = v else { return Ok(o) };
+        for (k, v) in read::text_map(v)? {
+            let b = read::boolean(v)?;
+            match k.as_str() {
+                "rk" => o.rk = Some(b),
+                "up" => o.up = Some(b),
+                "uv" => o.uv = Some(b),
+                _ => {}
+            }
+        }
+        Ok(o)
+    }
+}

@@ -1,0 +1,17 @@
+//! authenticatorSelection (0x0B), CTAP 2.1 §6.9: the platform asks the user to touch
+//! the key they want to use.
+
+use super::Authenticator;
+use super::presence::RequestContext;
+use super::status::{CtapResult, StatusCode};
+
+pub(super) fn selection(
+    auth: &mut Authenticator,
+    params: &[u8],
+    ctx: &RequestContext,
+) -> CtapResult<()> {
+    if !params.is_empty() {
+        return Err(StatusCode::InvalidLength);
+    }
+    auth.user_presence(ctx, "select this key")
+}
