@@ -202,3 +202,66 @@ fn bad_flags_and_bad_store_fail_cleanly() {
     assert_one_line_error(code, &err, "not a vkey store file");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--presence prompt`: the question appears on stderr; `y` approves, `n` denies.
+#[test]
+fn presence_prompt_is_answered_on_the_terminal() {
+    use std::io::Write;
+    use vkey::usbip::client::Client;
+    let mut child = Command::new(VKEY)
+        .args([
+            "serve",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--presence",
+            "prompt",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let addr: std::net::SocketAddr = loop {
+        let mut l = String::new();
+        assert!(out.read_line(&mut l).unwrap() > 0);
+        if let Some(rest) = l.strip_prefix("listening on ") {
+            break rest.split(' ').next().unwrap().parse().unwrap();
+        }
+    };
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut c = Client::import(addr, "1-1").unwrap();
+    c.enumerate().unwrap();
+    let report = |cid: u32, cmd: u8, data: &[u8]| {
+        let mut r = cid.to_be_bytes().to_vec();
+        r.extend_from_slice(&[cmd | 0x80, 0, data.len() as u8]);
+        r.extend_from_slice(data);
+        r.resize(64, 0);
+        r
+    };
+    c.write_report(&report(0xffff_ffff, 0x06, b"12345678"))
+        .unwrap();
+    let cid = u32::from_be_bytes(c.read_report().unwrap()[15..19].try_into().unwrap());
+    for (answer, status) in [("y", 0x00u8), ("n", 0x27)] {
+        c.write_report(&report(cid, 0x10, &[0x0b])).unwrap(); // authenticatorSelection
+        loop {
+            let mut l = String::new();
+            assert!(err.read_line(&mut l).unwrap() > 0, "vkey exited");
+            if l.contains("touch requested") {
+                break;
+            }
+        }
+        writeln!(stdin, "{answer}").unwrap();
+        let r = loop {
+            let r = c.read_report().unwrap();
+            if r[4] != 0xbb {
+                break r; // not a keepalive
+            }
+        };
+        assert_eq!(&r[4..8], &[0x90, 0, 1, status], "answer {answer}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

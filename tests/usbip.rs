@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vkey::ctap::{Authenticator, Config};
+use vkey::ctap::{Authenticator, Config, Presence, PresenceMode};
 use vkey::key::Key;
 use vkey::store::Store;
 use vkey::usbip::client::{Client, Reply, list_devices};
@@ -15,6 +15,10 @@ use vkey::usbip::{ExportedDevice, Server};
 
 /// Starts a server with one ephemeral key on a free port, in a background runtime.
 fn start() -> SocketAddr {
+    start_with(Config::default())
+}
+
+fn start_with(config: Config) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -23,8 +27,7 @@ fn start() -> SocketAddr {
             .unwrap();
         rt.block_on(async move {
             let key: Arc<dyn ExportedDevice> = Arc::new(
-                Key::new(Authenticator::new(Store::ephemeral(), Config::default()).unwrap())
-                    .unwrap(),
+                Key::new(Authenticator::new(Store::ephemeral(), config).unwrap()).unwrap(),
             );
             let server = Server::bind("127.0.0.1:0".parse().unwrap(), vec![("1-1".into(), key)])
                 .await
@@ -230,7 +233,11 @@ fn ctap_get_info_over_usbip() {
         assert_eq!(r[4], (msg.len() - 57) as u8 / 59, "continuation sequence");
         msg.extend_from_slice(&r[5..5 + (len - msg.len()).min(59)]);
     }
-    let expected = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/ctap/get_info.response.bin")).unwrap();
+    let expected = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/ctap/get_info.response.bin"
+    ))
+    .unwrap();
     assert_eq!(msg, expected);
 }
 
@@ -326,4 +333,56 @@ fn submit_header(seq: u32, direction: u32, ep: u32, len: u32, packets: u32) -> V
     }
     v.extend_from_slice(&[0; 8]);
     v
+}
+
+#[test]
+fn while_a_request_waits_for_presence_the_connection_keeps_serving() {
+    let addr = start_with(Config {
+        presence: Presence::new(PresenceMode::Delay(Duration::from_secs(25))),
+        ..Config::default()
+    });
+    let mut c = Client::import(addr, "1-1").unwrap();
+    c.enumerate().unwrap();
+    let a = ctaphid_init(&mut c);
+    let b = ctaphid_init(&mut c);
+    // authenticatorSelection on channel A waits for the user.
+    c.write_report(&init_report(a, 0x10, &[0x0b])).unwrap();
+    // KEEPALIVE with status UPNEEDED (2) on channel A.
+    let r = c.read_report().unwrap();
+    assert_eq!(&r[4..8], &[0xbb, 0, 1, 2]);
+    // Channel B is answered at once: CHANNEL_BUSY.
+    c.write_report(&init_report(b, 0x01, b"hi")).unwrap();
+    loop {
+        let r = c.read_report().unwrap();
+        if r[..4] == b.to_be_bytes() {
+            assert_eq!(&r[4..8], &[0xbf, 0, 1, 0x06]);
+            break;
+        }
+        assert_eq!(r[4], 0xbb, "only keepalives on A meanwhile");
+    }
+    // A held IN URB can be unlinked meanwhile.
+    let held = c.submit(1, DIR_IN, [0; 8], 64, &[]).unwrap();
+    let u = c.unlink(held).unwrap();
+    loop {
+        match c.recv_with_data(|s| s == held).unwrap() {
+            Reply::Unlink { seqnum, status } if seqnum == u => {
+                // -ECONNRESET if still held, 0 if a keepalive completed it first.
+                assert!(status == -104 || status == 0);
+                break;
+            }
+            Reply::Submit { seqnum, .. } if seqnum == held => continue,
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+    // CANCEL on A: the request answers CTAP2_ERR_KEEPALIVE_CANCEL.
+    c.write_report(&init_report(a, 0x11, &[])).unwrap();
+    loop {
+        let r = c.read_report().unwrap();
+        if r[4] == 0x90 {
+            assert_eq!(&r[..4], &a.to_be_bytes());
+            assert_eq!(&r[5..8], &[0, 1, 0x2d]);
+            break;
+        }
+        assert_eq!(r[4], 0xbb);
+    }
 }
