@@ -16,5 +16,6 @@ pub mod crypto;
 pub mod ctap;
 pub mod ctaphid;
 pub mod key;
+pub mod pin;
 pub mod store;
 pub mod usbip;
