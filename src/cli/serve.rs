@@ -140,6 +140,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         attestation: args.attestation,
         backup_eligible: args.backup_eligible,
         backup_state: args.backup_state,
+        uv: None,
     };
     let auth = Authenticator::new(store, config).context("cannot initialise the authenticator")?;
     let key: Arc<dyn ExportedDevice> =

@@ -5,8 +5,9 @@ use ciborium::Value;
 use super::presence::RequestContext;
 use super::status::{CtapResult, StatusCode};
 use super::{
-    Authenticator, CommandCode, MAX_MSG_SIZE, get_assertion, get_info, get_next_assertion,
-    make_credential, reset, selection,
+    Authenticator, CommandCode, MAX_MSG_SIZE, authenticator_config, client_pin,
+    credential_management, get_assertion, get_info, get_next_assertion, make_credential, reset,
+    selection,
 };
 
 /// Runs the command in `request`. `Ok(None)` is success with no response data.
@@ -22,16 +23,25 @@ pub(super) fn dispatch(
     if request.len() > MAX_MSG_SIZE {
         return Err(StatusCode::RequestTooLarge);
     }
-    // §6.3: getNextAssertion state survives only until the next command of another kind.
-    if cmd != CommandCode::GetNextAssertion as u8 {
-        auth.next_assertion = None;
-    }
     const MC: u8 = CommandCode::MakeCredential as u8;
     const GA: u8 = CommandCode::GetAssertion as u8;
     const GI: u8 = CommandCode::GetInfo as u8;
+    const PIN: u8 = CommandCode::ClientPin as u8;
     const RESET: u8 = CommandCode::Reset as u8;
     const GNA: u8 = CommandCode::GetNextAssertion as u8;
+    const CM: u8 = CommandCode::CredentialManagement as u8;
     const SEL: u8 = CommandCode::Selection as u8;
+    const CONFIG: u8 = CommandCode::Config as u8;
+    const CM_PREVIEW: u8 = CommandCode::CredentialManagementPreview as u8;
+
+    // §6.3: getNextAssertion state survives only until a command of another kind.
+    if cmd != GNA {
+        auth.next_assertion = None;
+    }
+    // §6.8: an enumeration survives only while its GetNext subcommands follow each other.
+    if !(matches!(cmd, CM | CM_PREVIEW) && credential_management::is_get_next(request)) {
+        auth.enumeration = None;
+    }
     match cmd {
         MC => make_credential::make_credential(auth, params, ctx).map(Some),
         GA => get_assertion::get_assertion(auth, params, ctx).map(Some),
@@ -42,9 +52,12 @@ pub(super) fn dispatch(
             }
             Ok(Some(get_info::get_info(auth)))
         }
+        PIN => client_pin::client_pin(auth, params, ctx),
         RESET => reset::reset(auth, params, ctx).map(|()| None),
         GNA => get_next_assertion::get_next_assertion(auth, params).map(Some),
+        CM | CM_PREVIEW => credential_management::credential_management(auth, params),
         SEL => selection::selection(auth, params, ctx).map(|()| None),
+        CONFIG => authenticator_config::authenticator_config(auth, params).map(|()| None),
         _ => Err(StatusCode::InvalidCommand),
     }
 }

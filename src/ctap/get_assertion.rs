@@ -6,13 +6,14 @@ use std::time::Instant;
 use ciborium::Value;
 
 use super::Authenticator;
-use super::auth_data::{self, FLAG_UP};
+use super::auth_data::{self, FLAG_UP, FLAG_UV};
 use super::cbor::{MapBuilder, RequestMap, read};
 use super::credential_id::CredentialSource;
 use super::get_next_assertion::{NEXT_ASSERTION_TIMEOUT, NextAssertionState};
 use super::params::{CredentialDescriptor, Options};
 use super::presence::RequestContext;
 use super::status::{CtapResult, StatusCode};
+use super::user_verification::{Operation, UvRequest};
 use crate::crypto;
 
 pub(super) fn get_assertion(
@@ -35,30 +36,38 @@ pub(super) fn get_assertion(
     let pin_uv_auth_param = m.take(0x06).map(read::bytes).transpose()?;
     let pin_uv_auth_protocol = m.take(0x07).map(read::unsigned).transpose()?;
 
-    auth.check_pin_uv_auth_param(
-        pin_uv_auth_param.as_deref(),
-        pin_uv_auth_protocol,
-        ctx,
-        &rp_id,
-    )?;
-
-    // Step 5: "rk" is not an option of getAssertion; "uv" needs built-in UV, which we lack.
+    // Step 5: "rk" is not an option of getAssertion.
     if options.rk.is_some() {
         return Err(StatusCode::UnsupportedOption);
     }
-    if options.uv == Some(true) {
-        return Err(StatusCode::InvalidOption);
-    }
+    // Steps 1–2, 4–6: pinUvAuthParam / built-in UV / alwaysUv.
+    let v = auth.verify_user(
+        Operation::GetAssertion,
+        &UvRequest {
+            rp_id: &rp_id,
+            client_data_hash: &client_data_hash,
+            pin_uv_auth_param: pin_uv_auth_param.as_deref(),
+            pin_uv_auth_protocol,
+            uv_option: options.uv,
+        },
+        ctx,
+    )?;
     let up = options.up.unwrap_or(true);
     let rp_id_hash = crypto::sha256(rp_id.as_bytes());
 
     // Step 7: locate credentials. With an allowList: the listed ones that are ours for
-    // this RP. Without: the RP's discoverable credentials, most recent first.
+    // this RP. Without: the RP's discoverable credentials, most recent first. credProtect
+    // (§12.1): level 3 needs UV; level 2 without UV only through an allowList.
     let from_allow_list = allow_list.as_ref().is_some_and(|l| !l.is_empty());
     let ids: Vec<Vec<u8>> = match &allow_list {
         Some(list) if from_allow_list => list
             .iter()
-            .filter(|d| d.public_key && auth.find_credential(&rp_id_hash, &d.id).is_some())
+            .filter(|d| {
+                d.public_key
+                    && auth
+                        .find_credential(&rp_id_hash, &d.id)
+                        .is_some_and(|c| c.cred_protect < 3 || v.uv)
+            })
             .map(|d| d.id.clone())
             .take(1) // §6.2.2 step 11: with an allowList the authenticator picks one
             .collect(),
@@ -66,6 +75,7 @@ pub(super) fn get_assertion(
             .store
             .discoverable(&rp_id)
             .iter()
+            .filter(|c| c.cred_protect < 2 || v.uv)
             .map(|c| c.id.clone())
             .collect(),
     };
@@ -73,11 +83,15 @@ pub(super) fn get_assertion(
         return Err(StatusCode::NoCredentials);
     }
 
-    // Step 9: user presence unless up=false (a "silent" assertion).
+    // Step 9: user presence unless up=false (a "silent" assertion); a token used for it
+    // is used up.
     if up {
-        auth.user_presence(ctx, &format!("sign in to {rp_id}"))?;
+        auth.presence_for(&v, ctx, &format!("sign in to {rp_id}"))?;
+        if v.token {
+            auth.token.consume();
+        }
     }
-    let flags = if up { FLAG_UP } else { 0 } | auth.backup_flags();
+    let flags = if up { FLAG_UP } else { 0 } | if v.uv { FLAG_UV } else { 0 } | auth.backup_flags();
 
     let count = ids.len();
     let mut ids: VecDeque<Vec<u8>> = ids.into();
@@ -117,13 +131,18 @@ pub(super) fn assertion(
     let mut signed = auth_data.clone();
     signed.extend_from_slice(client_data_hash);
     let signature = source.key.sign(&signed);
-    // §6.2.2 "user": for a discoverable credential the user handle. Names only if the
-    // user was verified, which this key cannot do yet.
+    // §6.2.2 "user": for a discoverable credential the user handle; name and display
+    // name only if the user was verified.
+    let verified = flags & FLAG_UV != 0;
     let user = if source.discoverable {
         auth.store.credential(id).map(|c| {
-            MapBuilder::new()
-                .text("id", Value::Bytes(c.user_id.clone()))
-                .build()
+            let mut u = MapBuilder::new().text("id", Value::Bytes(c.user_id.clone()));
+            if verified {
+                u = u
+                    .text_opt("name", c.user_name.as_deref())
+                    .text_opt("displayName", c.user_display_name.as_deref());
+            }
+            u.build()
         })
     } else {
         None

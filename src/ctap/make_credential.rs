@@ -2,12 +2,13 @@
 
 use ciborium::Value;
 
-use super::auth_data::{self, AttestedCredential, FLAG_UP};
+use super::auth_data::{self, AttestedCredential, FLAG_UP, FLAG_UV};
 use super::cbor::{MapBuilder, RequestMap, read};
 use super::credential_id::{self, CredentialSource};
 use super::params::{CredentialDescriptor, Options, RpEntity, UserEntity, parse_cred_param};
 use super::presence::RequestContext;
 use super::status::{CtapResult, StatusCode};
+use super::user_verification::{Operation, UvRequest};
 use super::{AAGUID, AttestationFormat, Authenticator};
 use crate::crypto::{self, Algorithm, CredentialKey};
 use crate::store::{StoreError, StoredCredential};
@@ -29,21 +30,11 @@ pub(super) fn make_credential(
         .take(0x05)
         .map(CredentialDescriptor::parse_list)
         .transpose()?;
-    let _extensions = m.take(0x06).map(read::map).transpose()?;
+    let extensions = m.take(0x06).map(read::map).transpose()?;
     let options = Options::parse(m.take(0x07))?;
     let pin_uv_auth_param = m.take(0x08).map(read::bytes).transpose()?;
     let pin_uv_auth_protocol = m.take(0x09).map(read::unsigned).transpose()?;
     let enterprise_attestation = m.take(0x0a).map(read::unsigned).transpose()?;
-
-    // Steps 1–2: pinUvAuthParam. This key has no clientPIN yet, so the zero-length probe
-    // (Windows, §6.1.2 step 1) gets PIN_NOT_SET after a touch, and a real one names a
-    // protocol we do not support.
-    auth.check_pin_uv_auth_param(
-        pin_uv_auth_param.as_deref(),
-        pin_uv_auth_protocol,
-        ctx,
-        &rp.id,
-    )?;
 
     // Step 3: every entry is validated; the first supported algorithm in the RP's order wins.
     let mut alg = None;
@@ -59,11 +50,20 @@ pub(super) fn make_credential(
     if options.up == Some(false) {
         return Err(StatusCode::InvalidOption);
     }
-    if options.uv == Some(true) {
-        // No built-in user verification method.
-        return Err(StatusCode::InvalidOption);
-    }
     let rk = options.rk.unwrap_or(false);
+
+    // Steps 1–2, 5–11: pinUvAuthParam / built-in UV / alwaysUv / makeCredUvNotRqd.
+    let v = auth.verify_user(
+        Operation::MakeCredential { rk },
+        &UvRequest {
+            rp_id: &rp.id,
+            client_data_hash: &client_data_hash,
+            pin_uv_auth_param: pin_uv_auth_param.as_deref(),
+            pin_uv_auth_protocol,
+            uv_option: options.uv,
+        },
+        ctx,
+    )?;
 
     // Step 9: enterprise attestation is not supported (no "ep" in getInfo).
     if enterprise_attestation.is_some() {
@@ -72,11 +72,16 @@ pub(super) fn make_credential(
 
     let rp_id_hash = crypto::sha256(rp.id.as_bytes());
 
-    // Step 11: a credential of ours for this RP in excludeList → touch, then EXCLUDED.
+    // Step 12: a credential of ours for this RP in excludeList → touch, then EXCLUDED.
+    // One with credProtect userVerificationRequired counts only if the user was verified.
     if let Some(list) = &exclude_list {
         for d in list.iter().filter(|d| d.public_key) {
-            if auth.find_credential(&rp_id_hash, &d.id).is_some() {
-                auth.user_presence(
+            if auth
+                .find_credential(&rp_id_hash, &d.id)
+                .is_some_and(|c| c.cred_protect < 3 || v.uv)
+            {
+                auth.presence_for(
+                    &v,
                     ctx,
                     &format!("makeCredential for {} (already registered)", rp.id),
                 )?;
@@ -85,15 +90,32 @@ pub(super) fn make_credential(
         }
     }
 
-    // Step 14: user presence.
-    auth.user_presence(ctx, &format!("register with {}", rp.id))?;
+    // Step 13: extensions. credProtect (§12.1) levels 1–3; minPinLength (§12.4) for the
+    // RP IDs authenticatorConfig allowed. Values out of range are ignored.
+    let mut cred_protect = None;
+    let mut min_pin_length = false;
+    for (k, val) in extensions.unwrap_or_default() {
+        match k.as_text() {
+            Some("credProtect") => {
+                let level = read::unsigned(val)?;
+                if (1..=3).contains(&level) {
+                    cred_protect = Some(level as u8);
+                }
+            }
+            Some("minPinLength") => min_pin_length = read::boolean(val)?,
+            _ => {}
+        }
+    }
+
+    // Step 14: user presence (a token's userPresent or built-in UV may stand in).
+    auth.presence_for(&v, ctx, &format!("register with {}", rp.id))?;
 
     // Steps 16–17: create the credential; a discoverable one goes to the store.
     let key = CredentialKey::generate(alg);
     let source = CredentialSource {
         key,
         discoverable: rk,
-        cred_protect: 1,
+        cred_protect: cred_protect.unwrap_or(1),
     };
     let id = credential_id::seal(auth.store.wrapping_key(), &rp_id_hash, &source);
     if rk {
@@ -105,6 +127,7 @@ pub(super) fn make_credential(
             user_name: user.name.clone(),
             user_display_name: user.display_name.clone(),
             created: 0,
+            cred_protect: source.cred_protect,
         };
         auth.store.put_credential(stored).map_err(|e| match e {
             StoreError::Full => StatusCode::KeyStoreFull,
@@ -115,8 +138,33 @@ pub(super) fn make_credential(
         })?;
     }
 
+    // Step 15: the token's presence and verification are used up.
+    if v.token {
+        auth.token.consume();
+    }
+
     // Step 19: authenticator data and attestation statement.
-    let flags = FLAG_UP | auth.backup_flags();
+    let flags = FLAG_UP | if v.uv { FLAG_UV } else { 0 } | auth.backup_flags();
+    let mut outputs = MapBuilder::new();
+    let mut any_output = false;
+    if let Some(level) = cred_protect {
+        outputs = outputs.text("credProtect", Value::Integer(level.into()));
+        any_output = true;
+    }
+    if min_pin_length
+        && auth
+            .store
+            .pin()
+            .min_pin_length_rp_ids
+            .iter()
+            .any(|r| *r == rp.id)
+    {
+        outputs = outputs.text(
+            "minPinLength",
+            Value::Integer(auth.store.pin().min_pin_length.into()),
+        );
+        any_output = true;
+    }
     let auth_data = auth_data::build(
         &rp_id_hash,
         flags,
@@ -126,7 +174,7 @@ pub(super) fn make_credential(
             credential_id: &id,
             public_key: source.key.cose_public_key(),
         }),
-        None,
+        any_output.then(|| outputs.build()),
     );
     let mut signed = auth_data.clone();
     signed.extend_from_slice(&client_data_hash);

@@ -7,8 +7,11 @@
 //! through a [`RequestContext`]. One file per CTAP command.
 
 mod auth_data;
+mod authenticator_config;
 pub mod cbor;
+mod client_pin;
 mod credential_id;
+mod credential_management;
 mod dispatcher;
 mod get_assertion;
 mod get_info;
@@ -19,15 +22,20 @@ pub mod presence;
 mod reset;
 mod selection;
 pub mod status;
+mod user_verification;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 pub use presence::{Presence, PresenceMode, RequestContext, RequestHandle};
 pub use status::{CtapResult, StatusCode};
 
 use crate::crypto::attestation::Attestation;
+use crate::pin::{KeyAgreement, PinUvAuthToken, Protocol};
 use crate::store::{AttestationMaterial, Store, StoreError};
 use credential_id::CredentialSource;
+use credential_management::EnumerationState;
 use get_next_assertion::NextAssertionState;
 
 /// The vkey AAGUID (WebAuthn §6.1: identifies the authenticator model). Fixed for every
@@ -81,6 +89,8 @@ pub struct Config {
     pub backup_eligible: bool,
     /// authData BS: credentials are backed up. Only with `backup_eligible`.
     pub backup_state: bool,
+    /// Built-in user verification (`vkey serve --uv`), or none.
+    pub uv: Option<BuiltInUv>,
 }
 
 impl Default for Config {
@@ -90,7 +100,30 @@ impl Default for Config {
             attestation: AttestationFormat::Packed,
             backup_eligible: false,
             backup_state: false,
+            uv: None,
         }
+    }
+}
+
+/// A simulated built-in user verification method (a fingerprint reader, say). Its
+/// result is a switch, like Chrome's virtual authenticator `isUserVerified`; clones
+/// share it, so it can be flipped while the key runs.
+#[derive(Clone)]
+pub struct BuiltInUv {
+    verified: Arc<AtomicBool>,
+}
+
+impl BuiltInUv {
+    pub fn new(verified: bool) -> BuiltInUv {
+        BuiltInUv {
+            verified: Arc::new(AtomicBool::new(verified)),
+        }
+    }
+    pub fn set_result(&self, verified: bool) {
+        self.verified.store(verified, Ordering::Release);
+    }
+    pub fn result(&self) -> bool {
+        self.verified.load(Ordering::Acquire)
     }
 }
 
@@ -120,6 +153,13 @@ pub struct Authenticator {
     /// When the current USB session began: authenticatorReset is allowed for 10 s after.
     powered_up: Instant,
     next_assertion: Option<NextAssertionState>,
+    /// Key agreement keys of PIN/UV auth protocols 1 and 2, new at every power-up.
+    key_agreement: [KeyAgreement; 2],
+    token: PinUvAuthToken,
+    /// Wrong PINs in a row since power-up; at 3, PIN use is blocked until power cycle.
+    pin_failures: u8,
+    /// credentialManagement enumeration in progress.
+    enumeration: Option<EnumerationState>,
 }
 
 impl Authenticator {
@@ -146,6 +186,10 @@ impl Authenticator {
             attestation: Some(attestation),
             powered_up: Instant::now(),
             next_assertion: None,
+            key_agreement: [KeyAgreement::new(), KeyAgreement::new()],
+            token: PinUvAuthToken::new(),
+            pin_failures: 0,
+            enumeration: None,
         })
     }
 
@@ -167,6 +211,26 @@ impl Authenticator {
     pub fn power_up_at(&mut self, t: Instant) {
         self.powered_up = t;
         self.next_assertion = None;
+        self.enumeration = None;
+        // §6.5.6 initialize(): new key agreement keys, no token; the PIN_AUTH_BLOCKED
+        // state ends with the power cycle.
+        self.key_agreement = [KeyAgreement::new(), KeyAgreement::new()];
+        self.token.reset();
+        self.pin_failures = 0;
+    }
+
+    /// Whether a PIN is set.
+    pub fn pin_is_set(&self) -> bool {
+        self.store.pin().hash.is_some()
+    }
+
+    /// Whether the key is protected by some form of user verification (§6.1.2 step 6).
+    fn is_protected(&self) -> bool {
+        self.pin_is_set() || self.config.uv.is_some()
+    }
+
+    fn key_agreement(&mut self, p: Protocol) -> &mut KeyAgreement {
+        &mut self.key_agreement[p.index()]
     }
 
     /// Processes one CTAPHID_CBOR message: command byte + CBOR parameters. Returns the
@@ -210,27 +274,6 @@ impl Authenticator {
             return None;
         }
         Some(src)
-    }
-
-    /// §6.1.2 / §6.2.2 steps 1–2 for a key without clientPIN: the zero-length
-    /// pinUvAuthParam probe gets PIN_NOT_SET after a touch; any other pinUvAuthParam
-    /// names a protocol this key does not support.
-    fn check_pin_uv_auth_param(
-        &self,
-        param: Option<&[u8]>,
-        protocol: Option<u64>,
-        ctx: &RequestContext,
-        rp_id: &str,
-    ) -> CtapResult<()> {
-        let Some(param) = param else { return Ok(()) };
-        if param.is_empty() {
-            self.user_presence(ctx, &format!("select this key for {rp_id}"))?;
-            return Err(StatusCode::PinNotSet);
-        }
-        match protocol {
-            None => Err(StatusCode::MissingParameter),
-            Some(_) => Err(StatusCode::InvalidParameter),
-        }
     }
 }
 

@@ -22,6 +22,40 @@ pub struct StoredCredential {
     pub user_display_name: Option<String>,
     /// Creation order: getAssertion lists the most recent first.
     pub created: u64,
+    /// credProtect level 1–3 (CTAP 2.1 §12.1).
+    pub cred_protect: u8,
+}
+
+/// PIN and user-verification state (CTAP 2.1 §6.5). Persisted: retries count down
+/// across restarts; only a reset or a correct PIN restores them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinState {
+    /// LEFT(SHA-256(PIN), 16), if a PIN is set.
+    #[serde(with = "serde_bytes")]
+    pub hash: Option<Vec<u8>>,
+    /// The PIN's length in code points (setMinPINLength compares against it).
+    pub code_points: u8,
+    pub retries: u8,
+    pub uv_retries: u8,
+    pub min_pin_length: u8,
+    pub force_change: bool,
+    pub min_pin_length_rp_ids: Vec<String>,
+    pub always_uv: bool,
+}
+
+impl Default for PinState {
+    fn default() -> Self {
+        PinState {
+            hash: None,
+            code_points: 0,
+            retries: 8,
+            uv_retries: 8,
+            min_pin_length: 4,
+            force_change: false,
+            min_pin_length_rp_ids: Vec::new(),
+            always_uv: false,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -43,6 +77,7 @@ struct Record {
     attestation: Option<AttestationRecord>,
     next_sequence: u64,
     credentials: Vec<StoredCredential>,
+    pin: PinState,
 }
 
 impl Drop for Record {
@@ -51,6 +86,9 @@ impl Drop for Record {
         self.wrapping_key.zeroize();
         if let Some(a) = &mut self.attestation {
             a.batch_key_pkcs8.zeroize();
+        }
+        if let Some(h) = &mut self.pin.hash {
+            h.zeroize();
         }
     }
 }
@@ -62,6 +100,7 @@ pub(super) struct StoreFile {
     pub attestation: Option<AttestationMaterial>,
     pub next_sequence: u64,
     pub credentials: Vec<StoredCredential>,
+    pub pin: PinState,
 }
 
 impl StoreFile {
@@ -72,6 +111,7 @@ impl StoreFile {
             attestation: None,
             next_sequence: 0,
             credentials: Vec::new(),
+            pin: PinState::default(),
         }
     }
 
@@ -87,6 +127,7 @@ impl StoreFile {
             }),
             next_sequence: self.next_sequence,
             credentials: self.credentials.clone(),
+            pin: self.pin.clone(),
         };
         let mut out = Zeroizing::new(Vec::new());
         // Serialising plain data into a Vec cannot fail.
@@ -131,6 +172,7 @@ impl StoreFile {
             }),
             next_sequence: rec.next_sequence,
             credentials: rec.credentials.clone(),
+            pin: rec.pin.clone(),
         })
     }
 }

@@ -24,7 +24,7 @@ use rand::Rng;
 use zeroize::Zeroizing;
 
 use file::StoreFile;
-pub use file::StoredCredential;
+pub use file::{PinState, StoredCredential};
 
 const STORE_FILE: &str = "vkey-store.cbor";
 const COUNTER_FILE: &str = "vkey-counters.log";
@@ -293,6 +293,63 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a discoverable credential (credentialManagement deleteCredential).
+    pub fn delete_credential(&mut self, id: &[u8]) -> Result<bool, StoreError> {
+        let Some(i) = self.state.credentials.iter().position(|c| c.id == id) else {
+            return Ok(false);
+        };
+        let removed = self.state.credentials.remove(i);
+        if let Err(e) = self.commit() {
+            self.state.credentials.insert(i, removed);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Replaces a discoverable credential's user name and display name
+    /// (credentialManagement updateUserInformation).
+    pub fn update_user(
+        &mut self,
+        id: &[u8],
+        name: Option<String>,
+        display_name: Option<String>,
+    ) -> Result<bool, StoreError> {
+        let Some(c) = self.state.credentials.iter_mut().find(|c| c.id == id) else {
+            return Ok(false);
+        };
+        let old = (c.user_name.clone(), c.user_display_name.clone());
+        c.user_name = name;
+        c.user_display_name = display_name;
+        if let Err(e) = self.commit() {
+            if let Some(c) = self.state.credentials.iter_mut().find(|c| c.id == id) {
+                (c.user_name, c.user_display_name) = old;
+            }
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Every discoverable credential, in store order.
+    pub fn all_credentials(&self) -> &[StoredCredential] {
+        &self.state.credentials
+    }
+
+    pub fn pin(&self) -> &PinState {
+        &self.state.pin
+    }
+
+    /// Changes the PIN state and makes it durable before returning (retries are counted
+    /// down on disk before a PIN is compared, §6.5.5.5).
+    pub fn update_pin(&mut self, f: impl FnOnce(&mut PinState)) -> Result<(), StoreError> {
+        let old = self.state.pin.clone();
+        f(&mut self.state.pin);
+        if let Err(e) = self.commit() {
+            self.state.pin = old;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// The current signature counter of a credential (0 if never used).
     pub fn counter(&self, key: &CounterKey) -> u32 {
         self.counters.get(key).copied().unwrap_or(0)
@@ -316,9 +373,11 @@ impl Store {
 
     /// authenticatorReset: forget every credential and counter and make a new wrapping
     /// key, so that non-discoverable credential IDs issued before are no longer ours.
-    /// The USB serial and the attestation identity stay: they belong to the device.
+    /// The PIN goes too. The USB serial and the attestation identity stay: they belong to
+    /// the device.
     pub fn reset(&mut self) -> Result<(), StoreError> {
         self.state.credentials.clear();
+        self.state.pin = PinState::default();
         self.state.wrapping_key = random_key();
         self.commit()?;
         self.counters.clear();

@@ -18,6 +18,7 @@ fn cred(rp: &str, user: &[u8], id: &[u8]) -> StoredCredential {
         user_name: Some("alice".into()),
         user_display_name: None,
         created: 0,
+        cred_protect: 1,
     }
 }
 
@@ -152,6 +153,33 @@ fn reset_forgets_credentials_counters_and_wrapping_key() {
     assert_eq!(s.discoverable_count(), 0);
     assert_eq!(s.counter(&[1; 16]), 0);
     assert_eq!(s.serial(), serial);
+    drop(s);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pin_state_delete_and_update_persist_and_reset_clears_pin() {
+    let dir = tempdir();
+    {
+        let mut s = Store::open(&dir).unwrap();
+        s.update_pin(|p| {
+            p.hash = Some(vec![1; 16]);
+            p.retries = 5;
+        })
+        .unwrap();
+        s.put_credential(cred("a.example", b"u1", b"id1")).unwrap();
+        s.put_credential(cred("a.example", b"u2", b"id2")).unwrap();
+        assert!(s.delete_credential(b"id1").unwrap());
+        assert!(!s.delete_credential(b"id1").unwrap());
+        assert!(s.update_user(b"id2", Some("bob".into()), None).unwrap());
+    }
+    let mut s = Store::open(&dir).unwrap();
+    assert_eq!(s.pin().retries, 5);
+    assert_eq!(s.pin().hash.as_deref(), Some(&[1u8; 16][..]));
+    assert_eq!(s.all_credentials().len(), 1);
+    assert_eq!(s.all_credentials()[0].user_name.as_deref(), Some("bob"));
+    s.reset().unwrap();
+    assert_eq!(s.pin(), &PinState::default());
     drop(s);
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,0 +1,302 @@
+//! authenticatorCredentialManagement (0x0A, and 0x41 credentialMgmtPreview), CTAP 2.1
+//! §6.8: metadata, enumerate RPs and credentials, delete, update user information.
+//! Every subcommand but the GetNext ones needs a pinUvAuthToken with the cm permission;
+//! an RP-bound token acts only on its RP.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use ciborium::Value;
+
+use super::Authenticator;
+use super::cbor::{self, MapBuilder, RequestMap, read};
+use super::params::{CredentialDescriptor, UserEntity};
+use super::status::{CtapResult, StatusCode};
+use crate::crypto;
+use crate::pin::{Permissions, Protocol};
+use crate::store::{MAX_DISCOVERABLE, StoredCredential};
+
+const GET_CREDS_METADATA: u64 = 0x01;
+const ENUMERATE_RPS_BEGIN: u64 = 0x02;
+const ENUMERATE_RPS_NEXT: u64 = 0x03;
+const ENUMERATE_CREDENTIALS_BEGIN: u64 = 0x04;
+const ENUMERATE_CREDENTIALS_NEXT: u64 = 0x05;
+const DELETE_CREDENTIAL: u64 = 0x06;
+const UPDATE_USER_INFORMATION: u64 = 0x07;
+
+/// An enumeration is valid only right after its begin (or previous next) and for 30 s.
+const ENUMERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub enum EnumerationState {
+    Rps {
+        remaining: VecDeque<(String, Option<String>)>,
+        deadline: Instant,
+    },
+    Credentials {
+        remaining: VecDeque<Vec<u8>>,
+        deadline: Instant,
+    },
+}
+
+/// Whether `request` continues an enumeration (so the dispatcher keeps its state).
+pub(super) fn is_get_next(request: &[u8]) -> bool {
+    let Some((_, params)) = request.split_first() else {
+        return false;
+    };
+    let Ok(mut m) = RequestMap::parse(params) else {
+        return false;
+    };
+    matches!(
+        m.take(0x01).map(read::unsigned),
+        Some(Ok(ENUMERATE_RPS_NEXT | ENUMERATE_CREDENTIALS_NEXT))
+    )
+}
+
+pub(super) fn credential_management(
+    auth: &mut Authenticator,
+    params: &[u8],
+) -> CtapResult<Option<Value>> {
+    if params.is_empty() {
+        return Err(StatusCode::MissingParameter);
+    }
+    let mut m = RequestMap::parse(params)?;
+    let sub = read::unsigned(read::required(m.take(0x01))?)?;
+    let sub_params = m
+        .take(0x02)
+        .map(|v| read::map(v).map(Value::Map))
+        .transpose()?;
+    let protocol = m.take(0x03).map(read::unsigned).transpose()?;
+    let param = m.take(0x04).map(read::bytes).transpose()?;
+
+    match sub {
+        ENUMERATE_RPS_NEXT => return next_rp(auth).map(Some),
+        ENUMERATE_CREDENTIALS_NEXT => return next_credential(auth).map(Some),
+        GET_CREDS_METADATA
+        | ENUMERATE_RPS_BEGIN
+        | ENUMERATE_CREDENTIALS_BEGIN
+        | DELETE_CREDENTIAL
+        | UPDATE_USER_INFORMATION => {}
+        _ => return Err(StatusCode::InvalidSubcommand),
+    }
+    // Authorisation: verify(token, subCommand ‖ subCommandParams) with the cm permission.
+    let param = param.ok_or(StatusCode::PuatRequired)?;
+    let protocol = Protocol::from_param(protocol.ok_or(StatusCode::MissingParameter)?)
+        .ok_or(StatusCode::InvalidParameter)?;
+    let mut message = vec![sub as u8];
+    if let Some(sp) = &sub_params {
+        message.extend_from_slice(&cbor::encode(sp));
+    }
+    if !auth
+        .token
+        .verify(protocol, &message, &param, Instant::now())
+        || !auth
+            .token
+            .has_permission(Permissions::CREDENTIAL_MANAGEMENT)
+    {
+        return Err(StatusCode::PinAuthInvalid);
+    }
+    let mut sp = match sub_params {
+        Some(Value::Map(m)) => Some(SubParams(m)),
+        _ => None,
+    };
+    match sub {
+        GET_CREDS_METADATA => {
+            require_unbound(auth)?;
+            let n = auth.store.discoverable_count();
+            Ok(Some(
+                MapBuilder::new()
+                    .int(0x01, Value::Integer((n as u64).into()))
+                    .int(
+                        0x02,
+                        Value::Integer((MAX_DISCOVERABLE.saturating_sub(n) as u64).into()),
+                    )
+                    .build(),
+            ))
+        }
+        ENUMERATE_RPS_BEGIN => {
+            require_unbound(auth)?;
+            let mut rps: Vec<(String, Option<String>)> = Vec::new();
+            for c in auth.store.all_credentials() {
+                if !rps.iter().any(|(id, _)| *id == c.rp_id) {
+                    rps.push((c.rp_id.clone(), c.rp_name.clone()));
+                }
+            }
+            let total = rps.len();
+            let mut remaining: VecDeque<_> = rps.into();
+            let first = remaining.pop_front().ok_or(StatusCode::NoCredentials)?;
+            if !remaining.is_empty() {
+                auth.enumeration = Some(EnumerationState::Rps {
+                    remaining,
+                    deadline: Instant::now() + ENUMERATION_TIMEOUT,
+                });
+            }
+            Ok(Some(rp_response(&first, Some(total))))
+        }
+        ENUMERATE_CREDENTIALS_BEGIN => {
+            let sp = sp.as_mut().ok_or(StatusCode::MissingParameter)?;
+            let rp_id_hash = read::bytes(read::required(sp.take(0x01))?)?;
+            if let Some(bound) = auth.token.rp_id() {
+                if crypto::sha256(bound.as_bytes())[..] != rp_id_hash[..] {
+                    return Err(StatusCode::PinAuthInvalid);
+                }
+            }
+            let mut creds: Vec<&StoredCredential> = auth
+                .store
+                .all_credentials()
+                .iter()
+                .filter(|c| crypto::sha256(c.rp_id.as_bytes())[..] == rp_id_hash[..])
+                .collect();
+            creds.sort_by(|a, b| b.created.cmp(&a.created));
+            let total = creds.len();
+            let mut remaining: VecDeque<Vec<u8>> = creds.iter().map(|c| c.id.clone()).collect();
+            let first = remaining.pop_front().ok_or(StatusCode::NoCredentials)?;
+            if !remaining.is_empty() {
+                auth.enumeration = Some(EnumerationState::Credentials {
+                    remaining,
+                    deadline: Instant::now() + ENUMERATION_TIMEOUT,
+                });
+            }
+            credential_response(auth, &first, Some(total)).map(Some)
+        }
+        DELETE_CREDENTIAL => {
+            let sp = sp.as_mut().ok_or(StatusCode::MissingParameter)?;
+            let d = CredentialDescriptor::parse(read::required(sp.take(0x02))?)?;
+            let rp_id = auth
+                .store
+                .credential(&d.id)
+                .map(|c| c.rp_id.clone())
+                .ok_or(StatusCode::NoCredentials)?;
+            if !auth.token.allows_rp(&rp_id) {
+                return Err(StatusCode::PinAuthInvalid);
+            }
+            auth.store.delete_credential(&d.id).map_err(|e| {
+                tracing::error!("cannot delete credential: {e}");
+                StatusCode::Other
+            })?;
+            Ok(None)
+        }
+        UPDATE_USER_INFORMATION => {
+            let sp = sp.as_mut().ok_or(StatusCode::MissingParameter)?;
+            let d = CredentialDescriptor::parse(read::required(sp.take(0x02))?)?;
+            let user = UserEntity::parse(read::required(sp.take(0x03))?)?;
+            let c = auth
+                .store
+                .credential(&d.id)
+                .ok_or(StatusCode::NoCredentials)?;
+            if !auth.token.allows_rp(&c.rp_id) {
+                return Err(StatusCode::PinAuthInvalid);
+            }
+            // The user handle is the account's identity: it cannot change.
+            if c.user_id != user.id {
+                return Err(StatusCode::InvalidParameter);
+            }
+            auth.store
+                .update_user(&d.id, user.name, user.display_name)
+                .map_err(|e| {
+                    tracing::error!("cannot update credential: {e}");
+                    StatusCode::Other
+                })?;
+            Ok(None)
+        }
+        _ => Err(StatusCode::InvalidSubcommand),
+    }
+}
+
+struct SubParams(Vec<(Value, Value)>);
+impl SubParams {
+    fn take(&mut self, key: i64) -> Option<Value> {
+        let pos = self
+            .0
+            .iter()
+            .position(|(k, _)| k.as_integer().map(i128::from) == Some(key.into()))?;
+        Some(self.0.swap_remove(pos).1)
+    }
+}
+
+/// getCredsMetadata and enumerateRPs need a token that is not bound to one RP.
+fn require_unbound(auth: &Authenticator) -> CtapResult<()> {
+    if auth.token.rp_id().is_some() {
+        Err(StatusCode::PinAuthInvalid)
+    } else {
+        Ok(())
+    }
+}
+
+fn rp_response((id, name): &(String, Option<String>), total: Option<usize>) -> Value {
+    let rp = MapBuilder::new()
+        .text("id", id.as_str())
+        .text_opt("name", name.as_deref())
+        .build();
+    MapBuilder::new()
+        .int(0x03, rp)
+        .int(0x04, Value::Bytes(crypto::sha256(id.as_bytes()).to_vec()))
+        .int_opt(0x05, total.map(|t| Value::Integer((t as u64).into())))
+        .build()
+}
+
+fn credential_response(auth: &Authenticator, id: &[u8], total: Option<usize>) -> CtapResult<Value> {
+    let c = auth.store.credential(id).ok_or(StatusCode::NoCredentials)?;
+    let rp_id_hash = crypto::sha256(c.rp_id.as_bytes());
+    let src = super::credential_id::open(auth.store.wrapping_key(), &rp_id_hash, id)
+        .ok_or(StatusCode::Other)?;
+    let user = MapBuilder::new()
+        .text("id", Value::Bytes(c.user_id.clone()))
+        .text_opt("name", c.user_name.as_deref())
+        .text_opt("displayName", c.user_display_name.as_deref())
+        .build();
+    Ok(MapBuilder::new()
+        .int(0x06, user)
+        .int(
+            0x07,
+            MapBuilder::new()
+                .text("id", Value::Bytes(id.to_vec()))
+                .text("type", "public-key")
+                .build(),
+        )
+        .int(0x08, src.key.cose_public_key())
+        .int_opt(0x09, total.map(|t| Value::Integer((t as u64).into())))
+        .int(0x0a, Value::Integer(c.cred_protect.into()))
+        .build())
+}
+
+fn next_rp(auth: &mut Authenticator) -> CtapResult<Value> {
+    let Some(EnumerationState::Rps {
+        mut remaining,
+        deadline,
+    }) = auth.enumeration.take()
+    else {
+        return Err(StatusCode::NotAllowed);
+    };
+    if Instant::now() > deadline {
+        return Err(StatusCode::NotAllowed);
+    }
+    let rp = remaining.pop_front().ok_or(StatusCode::NotAllowed)?;
+    if !remaining.is_empty() {
+        auth.enumeration = Some(EnumerationState::Rps {
+            remaining,
+            deadline: Instant::now() + ENUMERATION_TIMEOUT,
+        });
+    }
+    Ok(rp_response(&rp, None))
+}
+
+fn next_credential(auth: &mut Authenticator) -> CtapResult<Value> {
+    let Some(EnumerationState::Credentials {
+        mut remaining,
+        deadline,
+    }) = auth.enumeration.take()
+    else {
+        return Err(StatusCode::NotAllowed);
+    };
+    if Instant::now() > deadline {
+        return Err(StatusCode::NotAllowed);
+    }
+    let id = remaining.pop_front().ok_or(StatusCode::NotAllowed)?;
+    if !remaining.is_empty() {
+        auth.enumeration = Some(EnumerationState::Credentials {
+            remaining,
+            deadline: Instant::now() + ENUMERATION_TIMEOUT,
+        });
+    }
+    credential_response(auth, &id, None)
+}
