@@ -1,6 +1,7 @@
 //! The `vkey` command line. Flag names are a stable interface: scripts and tests
 //! outside this repository rely on them.
 
+mod pin;
 mod serve;
 
 use std::process::ExitCode;
@@ -18,6 +19,9 @@ pub struct Cli {
 enum Command {
     /// Run the key: a USB/IP server that exports one FIDO2 USB HID device.
     Serve(serve::ServeArgs),
+    /// Set or change the PIN of a store while the key is not running.
+    #[command(subcommand)]
+    Pin(pin::PinCommand),
 }
 
 /// Entry point of the binary.
@@ -26,6 +30,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Pin(cmd) => pin::run(cmd, serve::default_store_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

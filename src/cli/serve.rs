@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::ctap::{AttestationFormat, Authenticator, Config, Presence, PresenceMode};
+use crate::ctap::{AttestationFormat, Authenticator, BuiltInUv, Config, Presence, PresenceMode};
 use crate::key::Key;
 use crate::store::Store;
 use crate::usbip::{ExportedDevice, Server};
@@ -53,6 +53,25 @@ pub struct ServeArgs {
     /// Set the backed-up flag (BS) in authenticator data (needs --backup-eligible).
     #[arg(long, requires = "backup_eligible")]
     backup_state: bool,
+
+    /// Set up user verification before any credential exists: the PIN in FILE's first
+    /// line is set if the store has none, and must match if it has one. VKEY_PIN works
+    /// too. (Never a command-line value: `ps` would show it.)
+    #[arg(long, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+
+    /// Built-in user verification (like a fingerprint reader): advertises "uv" and serves
+    /// getPinUvAuthTokenUsingUvWithPermissions.
+    #[arg(long)]
+    uv: bool,
+
+    /// The result of built-in UV: pass (verified) or fail.
+    #[arg(long, value_name = "RESULT", default_value = "pass", requires = "uv", value_parser = ["pass", "fail"])]
+    uv_result: String,
+
+    /// Set the built-in UV retries left (1-8) at start.
+    #[arg(long, value_name = "N", requires = "uv", value_parser = clap::value_parser!(u8).range(1..=8))]
+    uv_retries: Option<u8>,
 }
 
 fn parse_attestation(s: &str) -> Result<AttestationFormat, String> {
@@ -97,7 +116,7 @@ fn parse_busid(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-fn default_store_dir() -> anyhow::Result<PathBuf> {
+pub(super) fn default_store_dir() -> anyhow::Result<PathBuf> {
     let dirs = directories::ProjectDirs::from("", "", "vkey").context(
         "cannot find the user's data directory (no HOME?); give --store DIR or --ephemeral",
     )?;
@@ -126,11 +145,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))?
     };
+    let pin = super::pin::pin_from(args.pin_file.as_deref(), "VKEY_PIN")?;
+    let mut store = store;
+    let pin_note = match &pin {
+        Some(pin) => {
+            if super::pin::apply_startup_pin(&mut store, pin)? {
+                "PIN set now"
+            } else {
+                "PIN matches the store's"
+            }
+        }
+        None if store.pin().hash.is_some() => "PIN set",
+        None => "no PIN",
+    };
+    drop(pin);
+    if let Some(n) = args.uv_retries {
+        store
+            .update_pin(|p| p.uv_retries = n)
+            .context("cannot save the UV retries")?;
+    }
     let store_desc = match store.dir() {
         Some(d) => d.display().to_string(),
         None => "in memory (--ephemeral)".to_string(),
     };
     let serial = store.serial().to_string();
+    let uv_note = if args.uv {
+        format!(", built-in UV ({})", args.uv_result)
+    } else {
+        String::new()
+    };
     let presence = Presence::new(args.presence);
     if args.presence == PresenceMode::Prompt {
         spawn_prompt_reader(presence.clone());
@@ -140,7 +183,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         attestation: args.attestation,
         backup_eligible: args.backup_eligible,
         backup_state: args.backup_state,
-        uv: None,
+        uv: args.uv.then(|| BuiltInUv::new(args.uv_result == "pass")),
     };
     let auth = Authenticator::new(store, config).context("cannot initialise the authenticator")?;
     let key: Arc<dyn ExportedDevice> =
@@ -161,7 +204,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             format!("--tcp-port {} ", addr.port())
         };
         println!(
-            "vkey {}: FIDO2 key, serial {serial}, store {store_desc}",
+            "vkey {}: FIDO2 key, serial {serial}, store {store_desc}, {pin_note}{uv_note}",
             env!("CARGO_PKG_VERSION")
         );
         println!("listening on {addr} (USB/IP), bus id {}", args.busid);

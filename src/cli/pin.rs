@@ -1,0 +1,166 @@
+//! The PIN at the edge: `vkey serve --pin-file FILE` / `VKEY_PIN` (user verification set
+//! up before the first credential), and `vkey pin set|change --store DIR` offline.
+//! A PIN is never taken as a command-line value: `ps` would show it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::pin::policy::{self, MAX_PIN_RETRIES, PinError};
+use crate::store::Store;
+
+/// Reads a PIN from a file: its first line, without the line ending.
+pub fn read_pin_file(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .with_context(|| format!("cannot read the PIN file {}", path.display()))?,
+    );
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    let line = &bytes[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Ok(Zeroizing::new(line.to_vec()))
+}
+
+/// The PIN from `--pin-file` or the environment variable `var`, if either is given.
+pub fn pin_from(file: Option<&Path>, var: &str) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+    let env = std::env::var_os(var).map(|v| Zeroizing::new(v.into_encoded_bytes()));
+    match (file, env) {
+        (Some(_), Some(_)) => bail!("the PIN is given twice (a PIN file and {var}); give one"),
+        (Some(f), None) => Ok(Some(read_pin_file(f)?)),
+        (None, Some(v)) => Ok(Some(v)),
+        (None, None) => Ok(None),
+    }
+}
+
+fn check_policy(store: &Store, pin: &[u8]) -> anyhow::Result<u8> {
+    let min = store.pin().min_pin_length;
+    match policy::check_pin(pin, min) {
+        Ok(n) => Ok(n),
+        Err(PinError::Policy | PinError::BadPadding) => bail!(
+            "the PIN does not meet the policy: {min} to 63 bytes of UTF-8 with at least {min} characters, no NUL"
+        ),
+    }
+}
+
+/// Sets the PIN if the store has none; accepts the same PIN; refuses a different one.
+/// Returns whether it set the PIN now.
+pub fn apply_startup_pin(store: &mut Store, pin: &[u8]) -> anyhow::Result<bool> {
+    match store.pin().hash.as_deref() {
+        None => {
+            let code_points = check_policy(store, pin)?;
+            let hash = policy::pin_hash(pin);
+            store
+                .update_pin(|p| {
+                    p.hash = Some(hash.to_vec());
+                    p.code_points = code_points;
+                    p.retries = MAX_PIN_RETRIES;
+                    p.force_change = false;
+                })
+                .context("cannot save the PIN")?;
+            Ok(true)
+        }
+        // Comparing a local administrator's PIN does not spend a retry: nothing is guessed.
+        Some(h) if h == policy::pin_hash(pin) => Ok(false),
+        Some(_) => bail!(
+            "the store already has a different PIN; use `vkey pin change --store DIR`, or reset the key, to change it"
+        ),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PinCommand {
+    /// Set the PIN of a store that has none (the key must not be running).
+    Set(PinArgs),
+    /// Change the PIN of a store (the key must not be running).
+    Change(PinArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PinArgs {
+    /// The key's store [default: the user's data directory].
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// File whose first line is the PIN (for `change`: the current PIN). Else VKEY_PIN,
+    /// else the first line of standard input.
+    #[arg(long, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+    /// `change`: file with the new PIN. Else VKEY_NEW_PIN, else the next line of standard input.
+    #[arg(long, value_name = "FILE")]
+    new_pin_file: Option<PathBuf>,
+}
+
+fn stdin_line(what: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mut line = Zeroizing::new(String::new());
+    if std::io::stdin().read_line(&mut line)? == 0 {
+        bail!("no {what} given (use --pin-file, the environment or standard input)");
+    }
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
+    ))
+}
+
+pub fn run(
+    cmd: PinCommand,
+    default_store: impl FnOnce() -> anyhow::Result<PathBuf>,
+) -> anyhow::Result<()> {
+    let (PinCommand::Set(args) | PinCommand::Change(args)) = &cmd;
+    let dir = match &args.store {
+        Some(d) => d.clone(),
+        None => default_store()?,
+    };
+    let mut store =
+        Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    match cmd {
+        PinCommand::Set(args) => {
+            if store.pin().hash.is_some() {
+                bail!("the store already has a PIN; use `vkey pin change`");
+            }
+            let pin = match pin_from(args.pin_file.as_deref(), "VKEY_PIN")? {
+                Some(p) => p,
+                None => stdin_line("PIN")?,
+            };
+            apply_startup_pin(&mut store, &pin)?;
+            println!("PIN set for the key in {}", dir.display());
+        }
+        PinCommand::Change(args) => {
+            if store.pin().hash.is_none() {
+                bail!("the store has no PIN yet; use `vkey pin set`");
+            }
+            if store.pin().retries == 0 {
+                bail!("the PIN is blocked (no retries left); only a reset of the key clears it");
+            }
+            let current = match pin_from(args.pin_file.as_deref(), "VKEY_PIN")? {
+                Some(p) => p,
+                None => stdin_line("current PIN")?,
+            };
+            let new = match pin_from(args.new_pin_file.as_deref(), "VKEY_NEW_PIN")? {
+                Some(p) => p,
+                None => stdin_line("new PIN")?,
+            };
+            let code_points = check_policy(&store, &new)?;
+            // Like changePIN over CTAP: the retry counter goes down before the comparison.
+            store
+                .update_pin(|p| p.retries = p.retries.saturating_sub(1))
+                .context("cannot save the PIN state")?;
+            if store.pin().hash.as_deref() != Some(&policy::pin_hash(&current)[..]) {
+                bail!("wrong PIN ({} retries left)", store.pin().retries);
+            }
+            let hash = policy::pin_hash(&new);
+            store
+                .update_pin(|p| {
+                    p.hash = Some(hash.to_vec());
+                    p.code_points = code_points;
+                    p.retries = MAX_PIN_RETRIES;
+                    p.force_change = false;
+                })
+                .context("cannot save the PIN")?;
+            println!("PIN changed for the key in {}", dir.display());
+        }
+    }
+    Ok(())
+}
