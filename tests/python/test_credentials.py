@@ -214,11 +214,16 @@ def test_get_info_grew_truthfully(vkey):
     dev = vkey.device()
     try:
         info = Ctap2(dev).get_info()
-        assert info.versions == ["FIDO_2_0"]
-        assert info.options == {"rk": True, "up": True, "plat": False}
+        assert info.versions == ["FIDO_2_0", "FIDO_2_1"]
+        assert info.extensions == ["credProtect", "minPinLength"]
+        assert info.options["rk"] and info.options["up"] and not info.options["plat"]
+        assert info.options["clientPin"] is False  # supported, not set
+        for opt in ("credMgmt", "pinUvAuthToken", "authnrCfg", "setMinPINLength", "makeCredUvNotRqd"):
+            assert info.options[opt] is True, opt
+        assert "uv" not in info.options  # no built-in UV unless --uv
         assert [a["alg"] for a in info.algorithms] == [-7, -8]
         assert info.max_creds_in_list == 64 and info.max_cred_id_length == 128
-        assert "clientPin" not in info.options and info.pin_uv_protocols == []
+        assert info.pin_uv_protocols == [2, 1] and info.min_pin_length == 4
     finally:
         dev.close()
 

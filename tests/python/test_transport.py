@@ -51,7 +51,7 @@ def test_get_info(vkey):
         assert info.aaguid == AAGUID
         assert info.max_msg_size == 7609
         assert info.transports == ["usb"]
-        assert info.pin_uv_protocols == []
+        assert info.pin_uv_protocols == [2, 1]
     finally:
         dev.close()
 
