@@ -265,3 +265,113 @@ fn presence_prompt_is_answered_on_the_terminal() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+fn run_env(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut cmd = Command::new(VKEY);
+    cmd.args(args)
+        .env_remove("VKEY_PIN")
+        .env_remove("VKEY_NEW_PIN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn pin_set_and_change_offline_and_start_up_pin_rules() {
+    let dir = tempdir("pin");
+    let d = dir.to_str().unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let pin_file = dir.join("pin.txt");
+    std::fs::write(&pin_file, "1234abcd\n").unwrap();
+    let pf = pin_file.to_str().unwrap();
+    let store = dir.join("store");
+    let s = store.to_str().unwrap();
+
+    // Too short for the policy.
+    let (code, _, err) = run_env(&["pin", "set", "--store", s], &[], "123\n");
+    assert_one_line_error(code, &err, "policy");
+    // From stdin.
+    let (code, out, _) = run_env(&["pin", "set", "--store", s], &[], "first-pin\n");
+    assert_eq!(code, 0);
+    assert!(out.contains("PIN set"));
+    let (code, _, err) = run_env(&["pin", "set", "--store", s], &[], "again\n");
+    assert_one_line_error(code, &err, "already has a PIN");
+    // change: wrong current PIN counts a retry.
+    let (code, _, err) = run_env(
+        &["pin", "change", "--store", s],
+        &[("VKEY_PIN", "nope"), ("VKEY_NEW_PIN", "x1234")],
+        "",
+    );
+    assert_one_line_error(code, &err, "wrong PIN (7 retries left)");
+    let (code, out, _) = run_env(
+        &["pin", "change", "--store", s, "--new-pin-file", pf],
+        &[("VKEY_PIN", "first-pin")],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // serve with the same PIN starts; with another one it refuses; both given: refused.
+    let (mut child, lines) = serve(&["--store", s, "--listen", "127.0.0.1:0", "--pin-file", pf]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines[0].contains("PIN matches"), "{lines:?}");
+    let (code, _, err) = run_env(
+        &["serve", "--store", s, "--listen", "127.0.0.1:0"],
+        &[("VKEY_PIN", "different")],
+        "",
+    );
+    assert_one_line_error(code, &err, "different PIN");
+    let (code, _, err) = run_env(
+        &[
+            "serve",
+            "--store",
+            s,
+            "--listen",
+            "127.0.0.1:0",
+            "--pin-file",
+            pf,
+        ],
+        &[("VKEY_PIN", "x")],
+        "",
+    );
+    assert_one_line_error(code, &err, "given twice");
+    let (code, _, err) = run_env(
+        &[
+            "serve",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--pin-file",
+            "/nonexistent/pin",
+        ],
+        &[],
+        "",
+    );
+    assert_one_line_error(code, &err, "cannot read the PIN file");
+    // No PIN value on the command line exists to be seen by ps.
+    let (_, help, _) = run(&["serve", "--help"]);
+    assert!(
+        help.contains("--pin-file") && !help.contains("--pin <"),
+        "{help}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
