@@ -124,28 +124,32 @@ impl Protocol {
 /// The secret shared with the platform for one request. Protocol 1: SHA-256(Z), used as
 /// both HMAC and AES key. Protocol 2: HMAC key ‖ AES key (64 bytes).
 pub struct SharedSecret {
-    protocol: Protocol,
-    bytes: Zeroizing<Vec<u8>>,
+    /// Protocol 1: SHA-256(Z). Protocol 2: the HMAC key.
+    hmac: Zeroizing<[u8; 32]>,
+    /// Protocol 2 only: the AES key.
+    aes: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl SharedSecret {
     /// The HMAC key part (what `authenticate` / `verify` use).
     pub fn hmac_key(&self) -> &[u8] {
-        &self.bytes[..32]
+        &*self.hmac
     }
 
     fn aes_key(&self) -> &[u8; 32] {
-        let range = match self.protocol {
-            Protocol::One => 0..32,
-            Protocol::Two => 32..64,
-        };
-        self.bytes[range]
-            .try_into()
-            .expect("shared secrets are 32 or 64 bytes")
+        match &self.aes {
+            Some(k) => k,
+            None => &self.hmac,
+        }
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The whole secret as the spec defines it (32 or 64 bytes).
+    pub fn bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut v = Zeroizing::new(self.hmac.to_vec());
+        if let Some(a) = &self.aes {
+            v.extend_from_slice(&**a);
+        }
+        v
     }
 }
 
@@ -211,17 +215,23 @@ impl KeyAgreement {
         let shared =
             p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), public.as_affine());
         let z = shared.raw_secret_bytes();
-        let bytes = match protocol {
-            Protocol::One => Zeroizing::new(sha256(z).to_vec()),
+        match protocol {
+            Protocol::One => Some(SharedSecret {
+                hmac: Zeroizing::new(sha256(z)),
+                aes: None,
+            }),
             Protocol::Two => {
                 let hk = hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), z);
-                let mut okm = Zeroizing::new(vec![0u8; 64]);
-                hk.expand(b"CTAP2 HMAC key", &mut okm[..32]).ok()?;
-                hk.expand(b"CTAP2 AES key", &mut okm[32..]).ok()?;
-                okm
+                let mut hmac = Zeroizing::new([0u8; 32]);
+                let mut aes = Zeroizing::new([0u8; 32]);
+                hk.expand(b"CTAP2 HMAC key", &mut *hmac).ok()?;
+                hk.expand(b"CTAP2 AES key", &mut *aes).ok()?;
+                Some(SharedSecret {
+                    hmac,
+                    aes: Some(aes),
+                })
             }
-        };
-        Some(SharedSecret { protocol, bytes })
+        }
     }
 }
 
@@ -251,7 +261,7 @@ mod tests {
                 crate::crypto::cose::ec2_p256(-25, &h(&v, "platform_x"), &h(&v, "platform_y"));
             let shared = ka.decapsulate(protocol, &peer).unwrap();
             assert_eq!(
-                shared.bytes(),
+                shared.bytes().as_slice(),
                 h(&v, "shared_secret").as_slice(),
                 "{protocol:?} shared secret"
             );
