@@ -171,10 +171,10 @@ impl KeySession {
                     self.hid.respond(txn, &[0x6d, 0x00]);
                 }
                 Event::Cancel { txn } | Event::Abort { txn } => {
-                    if let Some((t, h)) = &self.current {
-                        if *t == txn {
-                            h.cancel();
-                        }
+                    if let Some((t, h)) = &self.current
+                        && *t == txn
+                    {
+                        h.cancel();
                     }
                 }
                 Event::Wink => info!("wink"),

@@ -298,7 +298,7 @@ fn run_env(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, St
 #[test]
 fn pin_set_and_change_offline_and_start_up_pin_rules() {
     let dir = tempdir("pin");
-    let d = dir.to_str().unwrap();
+    let _d = dir.to_str().unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let pin_file = dir.join("pin.txt");
     std::fs::write(&pin_file, "1234abcd\n").unwrap();

@@ -135,10 +135,10 @@ pub(super) fn credential_management(
         ENUMERATE_CREDENTIALS_BEGIN => {
             let sp = sp.as_mut().ok_or(StatusCode::MissingParameter)?;
             let rp_id_hash = read::bytes(read::required(sp.take(0x01))?)?;
-            if let Some(bound) = auth.token.rp_id() {
-                if crypto::sha256(bound.as_bytes())[..] != rp_id_hash[..] {
-                    return Err(StatusCode::PinAuthInvalid);
-                }
+            if let Some(bound) = auth.token.rp_id()
+                && crypto::sha256(bound.as_bytes())[..] != rp_id_hash[..]
+            {
+                return Err(StatusCode::PinAuthInvalid);
             }
             let mut creds: Vec<&StoredCredential> = auth
                 .store
@@ -146,7 +146,7 @@ pub(super) fn credential_management(
                 .iter()
                 .filter(|c| crypto::sha256(c.rp_id.as_bytes())[..] == rp_id_hash[..])
                 .collect();
-            creds.sort_by(|a, b| b.created.cmp(&a.created));
+            creds.sort_by_key(|c| std::cmp::Reverse(c.created));
             let total = creds.len();
             let mut remaining: VecDeque<Vec<u8>> = creds.iter().map(|c| c.id.clone()).collect();
             let first = remaining.pop_front().ok_or(StatusCode::NoCredentials)?;

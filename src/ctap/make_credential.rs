@@ -151,14 +151,7 @@ pub(super) fn make_credential(
         outputs = outputs.text("credProtect", Value::Integer(level.into()));
         any_output = true;
     }
-    if min_pin_length
-        && auth
-            .store
-            .pin()
-            .min_pin_length_rp_ids
-            .iter()
-            .any(|r| *r == rp.id)
-    {
+    if min_pin_length && auth.store.pin().min_pin_length_rp_ids.contains(&rp.id) {
         outputs = outputs.text(
             "minPinLength",
             Value::Integer(auth.store.pin().min_pin_length.into()),

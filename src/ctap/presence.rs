@@ -7,7 +7,7 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,18 +98,9 @@ impl RequestContext {
 
     /// Waits for a signal until `deadline`; `None` on timeout.
     fn wait(&self, deadline: Instant) -> Option<Signal> {
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            match self.signals.recv_timeout(deadline - now) {
-                Ok(s) => return Some(s),
-                Err(RecvTimeoutError::Timeout) => return None,
-                // Unreachable while `self.sender` lives; treat as a plain timeout.
-                Err(RecvTimeoutError::Disconnected) => return None,
-            }
-        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Disconnected cannot happen while `self.sender` lives; it reads as a timeout.
+        self.signals.recv_timeout(left).ok()
     }
 }
 
@@ -177,15 +168,12 @@ impl Presence {
                 eprintln!("vkey: touch requested: {what}. Approve? [y/N] (30 s)");
             }
         }
-        let deadline = Instant::now() + limit;
-        let result = loop {
-            match ctx.wait(deadline) {
-                None if grant_on_timeout => break Ok(()),
-                None => break Err(StatusCode::UserActionTimeout),
-                Some(Signal::Cancel) => break Err(StatusCode::KeepaliveCancel),
-                Some(Signal::Presence(true)) => break Ok(()),
-                Some(Signal::Presence(false)) => break Err(StatusCode::OperationDenied),
-            }
+        let result = match ctx.wait(Instant::now() + limit) {
+            None if grant_on_timeout => Ok(()),
+            None => Err(StatusCode::UserActionTimeout),
+            Some(Signal::Cancel) => Err(StatusCode::KeepaliveCancel),
+            Some(Signal::Presence(true)) => Ok(()),
+            Some(Signal::Presence(false)) => Err(StatusCode::OperationDenied),
         };
         if registered {
             *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -81,10 +81,13 @@ impl Authenticator {
         // Step 7 (makeCredential): a protected key makes a credential without UV only
         // if it is not discoverable (makeCredUvNotRqd) — this is what makes UV set up
         // before creation count: passkeys on a PIN-protected key need the PIN.
-        if let Operation::MakeCredential { rk } = op {
-            if self.is_protected() && req.pin_uv_auth_param.is_none() && !uv && (rk || always_uv) {
-                return Err(StatusCode::PuatRequired);
-            }
+        if let Operation::MakeCredential { rk } = op
+            && self.is_protected()
+            && req.pin_uv_auth_param.is_none()
+            && !uv
+            && (rk || always_uv)
+        {
+            return Err(StatusCode::PuatRequired);
         }
         // Steps 10–11: verify the token, or perform built-in UV.
         if let (Some(param), Some(protocol)) = (req.pin_uv_auth_param, protocol) {

@@ -169,22 +169,22 @@ impl CtapHid {
 
     /// Expires an incomplete message and sends due keepalives.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(a) = &self.assembly {
-            if now >= a.started + MSG_TIMEOUT {
-                let cid = a.cid;
-                self.assembly = None;
-                self.send_error(cid, HidError::MsgTimeout);
-            }
+        if let Some(a) = &self.assembly
+            && now >= a.started + MSG_TIMEOUT
+        {
+            let cid = a.cid;
+            self.assembly = None;
+            self.send_error(cid, HidError::MsgTimeout);
         }
-        if let Some(b) = &mut self.busy {
-            if now >= b.next_keepalive {
-                // Schedule from now, not from the old deadline: after a stall we send
-                // one keepalive, not a burst of catch-up ones.
-                b.next_keepalive = now + KEEPALIVE_INTERVAL;
-                let cid = b.cid;
-                let status = self.keepalive_status as u8;
-                self.send(cid, Command::Keepalive, &[status]);
-            }
+        if let Some(b) = &mut self.busy
+            && now >= b.next_keepalive
+        {
+            // Schedule from now, not from the old deadline: after a stall we send
+            // one keepalive, not a burst of catch-up ones.
+            b.next_keepalive = now + KEEPALIVE_INTERVAL;
+            let cid = b.cid;
+            let status = self.keepalive_status as u8;
+            self.send(cid, Command::Keepalive, &[status]);
         }
     }
 
@@ -265,10 +265,10 @@ impl CtapHid {
         }
         if cmd == Command::Cancel as u8 {
             // §11.2.9.1.5: cancels the outstanding request of this channel; no reply of its own.
-            if let Some(b) = &self.busy {
-                if b.cid == cid {
-                    self.events.push_back(Event::Cancel { txn: b.txn });
-                }
+            if let Some(b) = &self.busy
+                && b.cid == cid
+            {
+                self.events.push_back(Event::Cancel { txn: b.txn });
             }
             return;
         }
@@ -350,12 +350,12 @@ impl CtapHid {
             if self.assembly.as_ref().is_some_and(|a| a.cid == cid) {
                 self.assembly = None;
             }
-            if let Some(b) = &self.busy {
-                if b.cid == cid {
-                    self.events.push_back(Event::Abort { txn: b.txn });
-                    self.busy = None;
-                    self.keepalive_status = KeepaliveStatus::Processing;
-                }
+            if let Some(b) = &self.busy
+                && b.cid == cid
+            {
+                self.events.push_back(Event::Abort { txn: b.txn });
+                self.busy = None;
+                self.keepalive_status = KeepaliveStatus::Processing;
             }
             cid
         } else {

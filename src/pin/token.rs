@@ -161,10 +161,10 @@ impl PinUvAuthToken {
 
     /// Binds a token without a permissions RP ID to `rp_id` (§6.1.2 step 7).
     pub fn bind_rp_id(&mut self, rp_id: &str) {
-        if let Some(t) = &mut self.in_use {
-            if t.rp_id.is_none() {
-                t.rp_id = Some(rp_id.to_string());
-            }
+        if let Some(t) = &mut self.in_use
+            && t.rp_id.is_none()
+        {
+            t.rp_id = Some(rp_id.to_string());
         }
     }
 

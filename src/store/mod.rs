@@ -255,7 +255,7 @@ impl Store {
             .iter()
             .filter(|c| c.rp_id == rp_id)
             .collect();
-        v.sort_by(|a, b| b.created.cmp(&a.created));
+        v.sort_by_key(|c| std::cmp::Reverse(c.created));
         v
     }
 
