@@ -25,7 +25,8 @@ pub(super) fn reset(
         tracing::error!("reset failed: {e}");
         StatusCode::Other
     })?;
-    auth.next_assertion = None;
+    // Volatile PIN/UV state goes with the PIN: token, failures, key agreement keys.
+    auth.power_up_at(auth.powered_up);
     tracing::info!("authenticator reset");
     Ok(())
 }

@@ -430,3 +430,35 @@ fn attestation_formats_and_backup_flags() {
         text_member(att, "sig").unwrap().as_bytes().unwrap(),
     );
 }
+
+#[test]
+fn reset_voids_pin_and_token_state() {
+    let mut a = auth();
+    a.store.update_pin(|p| p.hash = Some(vec![1; 16])).unwrap();
+    a.token.begin_using(
+        crate::pin::Protocol::Two,
+        crate::pin::Permissions::MAKE_CREDENTIAL,
+        None,
+        true,
+        true,
+        Instant::now(),
+    );
+    a.pin_failures = 3;
+    assert_eq!(call(&mut a, &[0x07]), Ok(Value::Null));
+    assert!(!a.pin_is_set());
+    assert!(
+        !a.token
+            .has_permission(crate::pin::Permissions::MAKE_CREDENTIAL)
+    );
+    assert_eq!(a.pin_failures, 0);
+    // A PIN-protected key refuses a discoverable credential without a token...
+    a.store.update_pin(|p| p.hash = Some(vec![1; 16])).unwrap();
+    assert_eq!(
+        call(&mut a, &mc_request("example.com", b"u", -7, true, &[])),
+        Err(0x36)
+    );
+    // ...but makes a non-discoverable one without UV (makeCredUvNotRqd).
+    let r = call(&mut a, &mc_request("example.com", b"u", -7, false, &[])).unwrap();
+    let (_, flags, _, _) = parse_auth_data(&bytes(member(&r, 2)));
+    assert_eq!(flags & 0x04, 0, "no UV");
+}
