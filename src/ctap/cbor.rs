@@ -124,6 +124,11 @@ impl RequestMap {
         }
     }
 
+    /// A nested parameter map (subCommandParams), read the same way.
+    pub fn from_entries(entries: Vec<(Value, Value)>) -> RequestMap {
+        RequestMap(entries)
+    }
+
     /// Removes and returns the member with integer key `key`.
     pub fn take(&mut self, key: i64) -> Option<Value> {
         let pos = self

@@ -96,7 +96,7 @@ pub(super) fn credential_management(
         return Err(StatusCode::PinAuthInvalid);
     }
     let mut sp = match sub_params {
-        Some(Value::Map(m)) => Some(SubParams(m)),
+        Some(Value::Map(m)) => Some(RequestMap::from_entries(m)),
         _ => None,
     };
     match sub {
@@ -199,17 +199,6 @@ pub(super) fn credential_management(
             Ok(None)
         }
         _ => Err(StatusCode::InvalidSubcommand),
-    }
-}
-
-struct SubParams(Vec<(Value, Value)>);
-impl SubParams {
-    fn take(&mut self, key: i64) -> Option<Value> {
-        let pos = self
-            .0
-            .iter()
-            .position(|(k, _)| k.as_integer().map(i128::from) == Some(key.into()))?;
-        Some(self.0.swap_remove(pos).1)
     }
 }
 

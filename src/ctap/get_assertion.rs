@@ -97,7 +97,15 @@ pub(super) fn get_assertion(
     let mut ids: VecDeque<Vec<u8>> = ids.into();
     let first = ids.pop_front().ok_or(StatusCode::NoCredentials)?;
     let number = (!from_allow_list).then_some(count);
-    let resp = assertion(auth, &rp_id_hash, &client_data_hash, flags, &first, number)?;
+    let resp = assertion(
+        auth,
+        &rp_id_hash,
+        &client_data_hash,
+        flags,
+        &first,
+        number,
+        count > 1,
+    )?;
     if !ids.is_empty() {
         auth.next_assertion = Some(NextAssertionState {
             rp_id_hash,
@@ -119,6 +127,7 @@ pub(super) fn assertion(
     flags: u8,
     id: &[u8],
     number_of_credentials: Option<usize>,
+    several_accounts: bool,
 ) -> CtapResult<Value> {
     let source: CredentialSource = auth
         .find_credential(rp_id_hash, id)
@@ -131,9 +140,11 @@ pub(super) fn assertion(
     let mut signed = auth_data.clone();
     signed.extend_from_slice(client_data_hash);
     let signature = source.key.sign(&signed);
-    // §6.2.2 "user": for a discoverable credential the user handle; name and display
-    // name only if the user was verified.
-    let verified = flags & FLAG_UV != 0;
+    // §6.2.2 "user": for a discoverable credential the user handle. Name and display
+    // name only when the user was verified and the RP has several accounts here (the
+    // platform then shows an account chooser); for a single account only the id, or
+    // Chrome asks the user to confirm an account nobody needs to choose.
+    let verified = flags & FLAG_UV != 0 && several_accounts;
     let user = if source.discoverable {
         auth.store.credential(id).map(|c| {
             let mut u = MapBuilder::new().text("id", Value::Bytes(c.user_id.clone()));

@@ -37,6 +37,7 @@ pub(super) fn get_next_assertion(auth: &mut Authenticator, params: &[u8]) -> Cta
         state.flags,
         &id,
         None,
+        true,
     )?;
     if !state.remaining.is_empty() {
         state.deadline = Instant::now() + NEXT_ASSERTION_TIMEOUT;

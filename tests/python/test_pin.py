@@ -169,8 +169,8 @@ def test_uv_before_creation_pin_file_passkey_flow(vkey_factory, tmp_path):
     server.authenticate_complete(state, [auth_data.credential_data], response)
     assert response.response.user_handle == b"passkey-user"
     assert response.response.authenticator_data.is_user_verified()
-    # With UV the assertion carries the user's names.
-    assert selection.get_assertions()[0].user.get("name") == "alice"
+    # A single account: the user id only (§6.2.2), so no account chooser is needed.
+    assert selection.get_assertions()[0].user == {"id": b"passkey-user"}
     dev.close()
     # A restart with a different PIN is refused; with the same one it starts.
     key.stop()
@@ -293,6 +293,9 @@ def test_cred_protect_hides_credentials_without_uv(vkey_factory, tmp_path):
                            pin_uv_protocol=pin.protocol.VERSION)
     assert a.number_of_credentials == 3 and a.user["id"] == b"three"
     assert a.auth_data.is_user_verified()
+    # Several accounts and UV: the names come along, for the platform's account chooser.
+    assert a.user["name"] == "alice"
+    assert ctap.get_next_assertion().user["name"] == "alice"
     # Fido2Client asks for credProtect with enforcement; the key honours it.
     server = Fido2Server(RP)
     options, state = server.register_begin(
