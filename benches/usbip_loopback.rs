@@ -84,10 +84,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn measure(h: &mut Host, name: &str, iters: usize, cmd: u8, payload: &[u8], pairs: usize) {
+/// Reports a CTAPHID message of `len` bytes takes.
+fn reports(len: usize) -> usize {
+    1 + len.saturating_sub(57).div_ceil(59)
+}
+
+fn measure(h: &mut Host, name: &str, iters: usize, cmd: u8, payload: &[u8]) {
+    let mut response_len = 0;
     for _ in 0..iters / 10 {
-        h.transact(cmd, payload); // warm-up
+        response_len = h.transact(cmd, payload).len(); // warm-up
     }
+    // Report pairs: the longer of the two directions.
+    let pairs = reports(payload.len()).max(reports(response_len));
     let mut times = Vec::with_capacity(iters);
     let start = Instant::now();
     for _ in 0..iters {
@@ -159,10 +167,10 @@ fn main() {
     println!("vkey USB/IP loopback benchmark (server: release build, one IN URB always held)\n");
     println!("| round trip | n | p50 | p99 | ops/s | p50 per report pair |");
     println!("|---|---|---|---|---|---|");
-    measure(&mut h, "PING 64 B", 5000, 0x01, &[0x5a; 64], 2);
-    measure(&mut h, "PING 1 KiB", 2000, 0x01, &[0x5a; 1024], 18);
-    measure(&mut h, "PING 7609 B", 500, 0x01, &[0x5a; 7609], 129);
-    measure(&mut h, "getInfo", 5000, 0x10, &[0x04], 1);
+    measure(&mut h, "PING 64 B", 5000, 0x01, &[0x5a; 64]);
+    measure(&mut h, "PING 1 KiB", 2000, 0x01, &[0x5a; 1024]);
+    measure(&mut h, "PING 7609 B", 500, 0x01, &[0x5a; 7609]);
+    measure(&mut h, "getInfo", 5000, 0x10, &[0x04]);
 
     // Idle: the IN URB is held (Host always has one outstanding); nothing else happens.
     std::thread::sleep(Duration::from_millis(200));
