@@ -11,7 +11,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from usbip_hid import open_device  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VKEY = os.environ.get("VKEY_BIN", os.path.join(ROOT, "target", "release", "vkey"))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+VKEY = os.environ.get("VKEY_BIN", os.path.join(TARGET, "release", "vkey"))
 
 
 class VkeyProcess:

@@ -1,7 +1,7 @@
 # Shared by tests/vm/*.sh: start `vkey serve` on a free loopback port.
 #   start_vkey NAME [VKEY_SERVE_ARGS...]   → sets VKEY_PID, VKEY_PORT, VKEY_LOGFILE; stops it on exit
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-VKEY=${VKEY_BIN:-$ROOT/target/release/vkey}
+VKEY=${VKEY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/vkey}
 LINUX_VM=${LINUX_VM:-$ROOT/../shared/tools/linux-vm}
 OUT=$ROOT/tests/out
 mkdir -p "$OUT"
