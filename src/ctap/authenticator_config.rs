@@ -26,10 +26,12 @@ pub(super) fn authenticator_config(auth: &mut Authenticator, params: &[u8]) -> C
     let protocol = m.take(0x03).map(read::unsigned).transpose()?;
     let param = m.take(0x04).map(read::bytes).transpose()?;
 
-    if !matches!(sub, TOGGLE_ALWAYS_UV | SET_MIN_PIN_LENGTH) {
-        // enableEnterpriseAttestation (not supported: no "ep") and vendor commands.
-        let _ = ENABLE_ENTERPRISE_ATTESTATION;
-        return Err(StatusCode::InvalidSubcommand);
+    match sub {
+        TOGGLE_ALWAYS_UV | SET_MIN_PIN_LENGTH => {}
+        // Not supported: this key does not advertise "ep".
+        ENABLE_ENTERPRISE_ATTESTATION => return Err(StatusCode::InvalidSubcommand),
+        // vendorPrototype and unknown subcommands.
+        _ => return Err(StatusCode::InvalidSubcommand),
     }
     // A protected key needs a token with the acfg permission over
     // 32×0xff ‖ 0x0d ‖ uint8(subCommand) ‖ subCommandParams.

@@ -115,8 +115,10 @@ fn ga_request(rp: &str, allow: &[Vec<u8>], up: Option<bool>) -> Vec<u8> {
     req
 }
 
-/// Parsed authenticator data: (rpIdHash, flags, counter, credential id, COSE key).
-fn parse_auth_data(ad: &[u8]) -> ([u8; 32], u8, u32, Option<(Vec<u8>, Value)>) {
+/// Parsed authenticator data: (rpIdHash, flags, counter, (credential id, COSE key)).
+type ParsedAuthData = ([u8; 32], u8, u32, Option<(Vec<u8>, Value)>);
+
+fn parse_auth_data(ad: &[u8]) -> ParsedAuthData {
     let rp: [u8; 32] = ad[..32].try_into().unwrap();
     let flags = ad[32];
     let counter = u32::from_be_bytes(ad[33..37].try_into().unwrap());
