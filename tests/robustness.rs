@@ -196,3 +196,37 @@ fn ctaphid_survives_random_reports() {
         }
     }
 }
+
+#[test]
+fn usbip_parsers_and_ep0_survive_random_input() {
+    use vkey::usbip::descriptors::DeviceIdentity;
+    use vkey::usbip::device::Control;
+    use vkey::usbip::protocol::{Setup, read_op_header, read_urb_command};
+    let mut rng = StdRng::seed_from_u64(0x0051_b1b);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut control = Control::new(DeviceIdentity {
+        vendor_id: 0x1209,
+        product_id: 1,
+        device_release: 0x10,
+        manufacturer: "m".into(),
+        product: "p".into(),
+        serial: "s".into(),
+    });
+    for i in 0..30_000 {
+        let mut buf = vec![0u8; rng.random_range(0..200)];
+        rng.fill_bytes(&mut buf);
+        if i % 2 == 0 && buf.len() >= 4 {
+            // A plausible command code, so the length and field checks are reached.
+            buf[..4].copy_from_slice(&[0, 0, 0, rng.random_range(0..5)]);
+        }
+        rt.block_on(async {
+            let _ = read_urb_command(&mut &buf[..]).await;
+            let _ = read_op_header(&mut &buf[..]).await;
+        });
+        let mut setup = [0u8; 8];
+        rng.fill_bytes(&mut setup);
+        let _ = control.handle(&Setup::parse(setup), &buf);
+    }
+}
