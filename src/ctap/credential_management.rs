@@ -38,24 +38,13 @@ pub enum EnumerationState {
     },
 }
 
-/// Whether `request` continues an enumeration (so the dispatcher keeps its state).
-pub(super) fn is_get_next(request: &[u8]) -> bool {
-    let Some((_, params)) = request.split_first() else {
-        return false;
-    };
-    let Ok(mut m) = RequestMap::parse(params) else {
-        return false;
-    };
-    matches!(
-        m.take(0x01).map(read::unsigned),
-        Some(Ok(ENUMERATE_RPS_NEXT | ENUMERATE_CREDENTIALS_NEXT))
-    )
-}
-
 pub(super) fn credential_management(
     auth: &mut Authenticator,
     params: &[u8],
 ) -> CtapResult<Option<Value>> {
+    // §6.8: an enumeration survives only while its GetNext subcommands follow each
+    // other. Taken here, so any other subcommand (or a malformed request) ends it.
+    let enumeration = auth.enumeration.take();
     if params.is_empty() {
         return Err(StatusCode::MissingParameter);
     }
@@ -69,8 +58,8 @@ pub(super) fn credential_management(
     let param = m.take(0x04).map(read::bytes).transpose()?;
 
     match sub {
-        ENUMERATE_RPS_NEXT => return next_rp(auth).map(Some),
-        ENUMERATE_CREDENTIALS_NEXT => return next_credential(auth).map(Some),
+        ENUMERATE_RPS_NEXT => return next_rp(auth, enumeration).map(Some),
+        ENUMERATE_CREDENTIALS_NEXT => return next_credential(auth, enumeration).map(Some),
         GET_CREDS_METADATA
         | ENUMERATE_RPS_BEGIN
         | ENUMERATE_CREDENTIALS_BEGIN
@@ -248,11 +237,11 @@ fn credential_response(auth: &Authenticator, id: &[u8], total: Option<usize>) ->
         .build())
 }
 
-fn next_rp(auth: &mut Authenticator) -> CtapResult<Value> {
+fn next_rp(auth: &mut Authenticator, state: Option<EnumerationState>) -> CtapResult<Value> {
     let Some(EnumerationState::Rps {
         mut remaining,
         deadline,
-    }) = auth.enumeration.take()
+    }) = state
     else {
         return Err(StatusCode::NotAllowed);
     };
@@ -269,11 +258,11 @@ fn next_rp(auth: &mut Authenticator) -> CtapResult<Value> {
     Ok(rp_response(&rp, None))
 }
 
-fn next_credential(auth: &mut Authenticator) -> CtapResult<Value> {
+fn next_credential(auth: &mut Authenticator, state: Option<EnumerationState>) -> CtapResult<Value> {
     let Some(EnumerationState::Credentials {
         mut remaining,
         deadline,
-    }) = auth.enumeration.take()
+    }) = state
     else {
         return Err(StatusCode::NotAllowed);
     };

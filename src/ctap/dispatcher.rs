@@ -38,8 +38,9 @@ pub(super) fn dispatch(
     if cmd != GNA {
         auth.next_assertion = None;
     }
-    // §6.8: an enumeration survives only while its GetNext subcommands follow each other.
-    if !(matches!(cmd, CM | CM_PREVIEW) && credential_management::is_get_next(request)) {
+    // §6.8: any other command ends a credentialManagement enumeration (which subcommands
+    // keep it is credential_management's business).
+    if !matches!(cmd, CM | CM_PREVIEW) {
         auth.enumeration = None;
     }
     match cmd {

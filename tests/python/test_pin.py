@@ -265,6 +265,14 @@ def test_credential_management(vkey_factory, tmp_path):
     cm.enumerate_rps_begin()
     ctap.get_info()
     expect(ERR.NOT_ALLOWED, cm.enumerate_rps_next)
+    # ...or another credentialManagement subcommand.
+    assert cm.enumerate_rps_begin()[5] == 2
+    cm.get_metadata()
+    expect(ERR.NOT_ALLOWED, cm.enumerate_rps_next)
+    # Uninterrupted, GetNext walks the rest.
+    cm.enumerate_rps_begin()
+    assert cm.enumerate_rps_next()[3]["id"] in ("a.example", "b.example")
+    expect(ERR.NOT_ALLOWED, cm.enumerate_rps_next)
     dev.close()
 
 
