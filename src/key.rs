@@ -84,19 +84,8 @@ impl Key {
 
 /// bcdDevice from the crate version: 0xJJMN for J.M.N.
 fn device_release() -> u16 {
-    let p = |s: &str| s.parse::<u16>().unwrap_or(0);
-    p(env!("CARGO_PKG_VERSION_MAJOR")) << 8
-        | (p(env!("CARGO_PKG_VERSION_MINOR")) & 0xf) << 4
-        | (p(env!("CARGO_PKG_VERSION_PATCH")) & 0xf)
-}
-
-fn version_triple() -> (u8, u8, u8) {
-    let p = |s: &str| s.parse::<u8>().unwrap_or(0);
-    (
-        p(env!("CARGO_PKG_VERSION_MAJOR")),
-        p(env!("CARGO_PKG_VERSION_MINOR")),
-        p(env!("CARGO_PKG_VERSION_PATCH")),
-    )
+    let (major, minor, patch) = crate::version();
+    u16::from(major) << 8 | u16::from(minor & 0xf) << 4 | u16::from(patch & 0xf)
 }
 
 impl ExportedDevice for Key {
@@ -112,7 +101,7 @@ impl ExportedDevice for Key {
             cbor: true,
             msg: false,
             wink: true,
-            version: version_triple(),
+            version: crate::version(),
         });
         let session = KeySession {
             hid,

@@ -11,6 +11,17 @@
 //! [`key`] and [`cli`] are the edge that wires them together.
 #![forbid(unsafe_code)]
 
+/// vkey's version (major, minor, patch), from Cargo.toml. Every layer that reports a
+/// version (INIT, bcdDevice, getInfo firmwareVersion) derives it from here.
+pub fn version() -> (u8, u8, u8) {
+    let p = |s: &str| s.parse::<u8>().unwrap_or(0);
+    (
+        p(env!("CARGO_PKG_VERSION_MAJOR")),
+        p(env!("CARGO_PKG_VERSION_MINOR")),
+        p(env!("CARGO_PKG_VERSION_PATCH")),
+    )
+}
+
 pub mod cli;
 pub mod crypto;
 pub mod ctap;

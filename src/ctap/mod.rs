@@ -139,10 +139,8 @@ pub enum InitError {
 
 /// The firmware version we report (getInfo 0x0E): major × 65536 + minor × 256 + patch.
 pub fn firmware_version() -> u64 {
-    let p = |s: &str| s.parse::<u64>().unwrap_or(0);
-    p(env!("CARGO_PKG_VERSION_MAJOR")) << 16
-        | p(env!("CARGO_PKG_VERSION_MINOR")) << 8
-        | p(env!("CARGO_PKG_VERSION_PATCH"))
+    let (major, minor, patch) = crate::version();
+    u64::from(major) << 16 | u64::from(minor) << 8 | u64::from(patch)
 }
 
 /// One authenticator: its persistent store and its volatile state.
