@@ -278,16 +278,19 @@ impl Store {
         if replaced.is_none() && self.state.credentials.len() >= MAX_DISCOVERABLE {
             return Err(StoreError::Full);
         }
-        let old = self.state.credentials.clone();
-        if let Some(i) = replaced {
-            self.state.credentials.remove(i);
-        }
+        // Undo information is the one replaced record, not a copy of the whole list:
+        // this runs on every discoverable makeCredential, with up to 100k credentials.
+        let removed = replaced.map(|i| (i, self.state.credentials.remove(i)));
         self.state.next_sequence += 1;
         cred.created = self.state.next_sequence;
         self.state.credentials.push(cred);
         if let Err(e) = self.commit() {
             // Not acknowledged: memory goes back to what the disk has.
-            self.state.credentials = old;
+            self.state.credentials.pop();
+            self.state.next_sequence -= 1;
+            if let Some((i, c)) = removed {
+                self.state.credentials.insert(i, c);
+            }
             return Err(e);
         }
         Ok(())

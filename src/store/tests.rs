@@ -183,3 +183,38 @@ fn pin_state_delete_and_update_persist_and_reset_clears_pin() {
     drop(s);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_failed_write_leaves_memory_as_the_disk_has_it() {
+    let dir = tempdir();
+    let mut s = Store::open(&dir).unwrap();
+    s.put_credential(cred("a.example", b"u1", b"id1")).unwrap();
+    s.put_credential(cred("a.example", b"u2", b"id2")).unwrap();
+    // A directory where the atomic write puts its temp file: every commit fails (even
+    // for root, which file modes would not stop).
+    let blocker = dir.join(format!(".{STORE_FILE}.tmp"));
+    fs::create_dir(&blocker).unwrap();
+    // Replacing u1's credential fails: id1 is still there, in its place; id3 is not.
+    assert!(s.put_credential(cred("a.example", b"u1", b"id3")).is_err());
+    let ids: Vec<&[u8]> = s
+        .all_credentials()
+        .iter()
+        .map(|c| c.id.as_slice())
+        .collect();
+    assert_eq!(ids, vec![&b"id1"[..], b"id2"]);
+    assert!(s.delete_credential(b"id2").is_err());
+    assert!(s.update_user(b"id1", Some("x".into()), None).is_err());
+    assert_eq!(s.all_credentials()[0].user_name.as_deref(), Some("alice"));
+    assert!(s.update_pin(|p| p.retries = 1).is_err());
+    assert_eq!(s.pin().retries, 8);
+    // Once writes work again, the next change lands on top of the unchanged state.
+    fs::remove_dir(&blocker).unwrap();
+    s.put_credential(cred("b.example", b"u3", b"id4")).unwrap();
+    drop(s);
+    let s = Store::open(&dir).unwrap();
+    let mut ids: Vec<Vec<u8>> = s.all_credentials().iter().map(|c| c.id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, vec![b"id1".to_vec(), b"id2".to_vec(), b"id4".to_vec()]);
+    drop(s);
+    fs::remove_dir_all(&dir).unwrap();
+}
