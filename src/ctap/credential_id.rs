@@ -16,12 +16,23 @@ const PLAINTEXT_LEN: usize = 3 + 32;
 pub const CREDENTIAL_ID_LEN: usize = 1 + seal::OVERHEAD + PLAINTEXT_LEN;
 const FLAG_DISCOVERABLE: u8 = 0x01;
 
-/// What a credential ID holds.
+/// What a credential ID holds. The private key stays as its 32 secret bytes until
+/// [`key`](Self::key) is asked for: finding credentials (allowList, excludeList)
+/// needs only the properties, and rebuilding a P-256 key costs a point multiplication.
 pub struct CredentialSource {
-    pub key: CredentialKey,
+    alg: Algorithm,
+    secret: zeroize::Zeroizing<[u8; 32]>,
     pub discoverable: bool,
     /// credProtect level 1–3 (CTAP 2.1 §12.1); 1 when not requested.
     pub cred_protect: u8,
+}
+
+impl CredentialSource {
+    /// The credential's private key. `None` only if the sealed secret is not a valid
+    /// key, which our own sealing never produces.
+    pub fn key(&self) -> Option<CredentialKey> {
+        CredentialKey::from_secret(self.alg, &self.secret)
+    }
 }
 
 fn aad(rp_id_hash: &[u8; 32]) -> [u8; 33] {
@@ -31,16 +42,18 @@ fn aad(rp_id_hash: &[u8; 32]) -> [u8; 33] {
     a
 }
 
-pub fn seal(wrapping_key: &[u8; 32], rp_id_hash: &[u8; 32], src: &CredentialSource) -> Vec<u8> {
+pub fn seal(
+    wrapping_key: &[u8; 32],
+    rp_id_hash: &[u8; 32],
+    key: &CredentialKey,
+    discoverable: bool,
+    cred_protect: u8,
+) -> Vec<u8> {
     let mut pt = zeroize::Zeroizing::new([0u8; PLAINTEXT_LEN]);
-    pt[0] = src.key.algorithm().tag();
-    pt[1] = if src.discoverable {
-        FLAG_DISCOVERABLE
-    } else {
-        0
-    };
-    pt[2] = src.cred_protect;
-    pt[3..].copy_from_slice(&*src.key.secret());
+    pt[0] = key.algorithm().tag();
+    pt[1] = if discoverable { FLAG_DISCOVERABLE } else { 0 };
+    pt[2] = cred_protect;
+    pt[3..].copy_from_slice(&*key.secret());
     let mut id = vec![VERSION];
     id.extend_from_slice(&seal::seal(wrapping_key, &aad(rp_id_hash), &*pt));
     id
@@ -56,14 +69,15 @@ pub fn open(wrapping_key: &[u8; 32], rp_id_hash: &[u8; 32], id: &[u8]) -> Option
         return None;
     }
     let alg = Algorithm::from_tag(pt[0])?;
-    let secret: &[u8; 32] = pt[3..].try_into().ok()?;
-    let key = CredentialKey::from_secret(alg, secret)?;
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    secret.copy_from_slice(&pt[3..]);
     let cred_protect = pt[2];
     if !(1..=3).contains(&cred_protect) {
         return None;
     }
     Some(CredentialSource {
-        key,
+        alg,
+        secret,
         discoverable: pt[1] & FLAG_DISCOVERABLE != 0,
         cred_protect,
     })
@@ -77,15 +91,11 @@ mod tests {
     fn roundtrip_and_binding() {
         let wk = [3u8; 32];
         let rp = [4u8; 32];
-        let src = CredentialSource {
-            key: CredentialKey::generate(Algorithm::EdDsa),
-            discoverable: true,
-            cred_protect: 2,
-        };
-        let id = seal(&wk, &rp, &src);
+        let key = CredentialKey::generate(Algorithm::EdDsa);
+        let id = seal(&wk, &rp, &key, true, 2);
         assert_eq!(id.len(), CREDENTIAL_ID_LEN);
         let back = open(&wk, &rp, &id).unwrap();
-        assert_eq!(back.key.cose_public_key(), src.key.cose_public_key());
+        assert_eq!(back.key().unwrap().cose_public_key(), key.cose_public_key());
         assert!(back.discoverable);
         assert_eq!(back.cred_protect, 2);
         assert!(open(&wk, &[5u8; 32], &id).is_none(), "other RP");

@@ -231,7 +231,7 @@ fn credential_response(auth: &Authenticator, id: &[u8], total: Option<usize>) ->
                 .text("type", "public-key")
                 .build(),
         )
-        .int(0x08, src.key.cose_public_key())
+        .int(0x08, src.key().ok_or(StatusCode::Other)?.cose_public_key())
         .int_opt(0x09, total.map(|t| Value::Integer((t as u64).into())))
         .int(0x0a, Value::Integer(c.cred_protect.into()))
         .build())

@@ -132,6 +132,7 @@ pub(super) fn assertion(
     let source: CredentialSource = auth
         .find_credential(rp_id_hash, id)
         .ok_or(StatusCode::NoCredentials)?;
+    let key = source.key().ok_or(StatusCode::Other)?;
     let counter = auth.store.bump_counter(&counter_key(id)).map_err(|e| {
         tracing::error!("cannot persist the signature counter: {e}");
         StatusCode::Other
@@ -139,7 +140,7 @@ pub(super) fn assertion(
     let auth_data = auth_data::build(rp_id_hash, flags, counter, None, None);
     let mut signed = auth_data.clone();
     signed.extend_from_slice(client_data_hash);
-    let signature = source.key.sign(&signed);
+    let signature = key.sign(&signed);
     // §6.2.2 "user": for a discoverable credential the user handle. Name and display
     // name only when the user was verified and the RP has several accounts here (the
     // platform then shows an account chooser); for a single account only the id, or

@@ -4,7 +4,7 @@ use ciborium::Value;
 
 use super::auth_data::{self, AttestedCredential, FLAG_UP, FLAG_UV};
 use super::cbor::{MapBuilder, RequestMap, read};
-use super::credential_id::{self, CredentialSource};
+use super::credential_id;
 use super::params::{CredentialDescriptor, Options, RpEntity, UserEntity, parse_cred_param};
 use super::presence::RequestContext;
 use super::status::{CtapResult, StatusCode};
@@ -112,12 +112,14 @@ pub(super) fn make_credential(
 
     // Steps 16–17: create the credential; a discoverable one goes to the store.
     let key = CredentialKey::generate(alg);
-    let source = CredentialSource {
-        key,
-        discoverable: rk,
-        cred_protect: cred_protect.unwrap_or(1),
-    };
-    let id = credential_id::seal(auth.store.wrapping_key(), &rp_id_hash, &source);
+    let protect_level = cred_protect.unwrap_or(1);
+    let id = credential_id::seal(
+        auth.store.wrapping_key(),
+        &rp_id_hash,
+        &key,
+        rk,
+        protect_level,
+    );
     if rk {
         let stored = StoredCredential {
             id: id.clone(),
@@ -127,7 +129,7 @@ pub(super) fn make_credential(
             user_name: user.name.clone(),
             user_display_name: user.display_name.clone(),
             created: 0,
-            cred_protect: source.cred_protect,
+            cred_protect: protect_level,
         };
         auth.store.put_credential(stored).map_err(|e| match e {
             StoreError::Full => StatusCode::KeyStoreFull,
@@ -165,7 +167,7 @@ pub(super) fn make_credential(
         Some(AttestedCredential {
             aaguid: &AAGUID,
             credential_id: &id,
-            public_key: source.key.cose_public_key(),
+            public_key: key.cose_public_key(),
         }),
         any_output.then(|| outputs.build()),
     );
@@ -191,7 +193,7 @@ pub(super) fn make_credential(
             "packed",
             MapBuilder::new()
                 .text("alg", Value::Integer(alg.cose_id().into()))
-                .text("sig", Value::Bytes(source.key.sign(&signed)))
+                .text("sig", Value::Bytes(key.sign(&signed)))
                 .build(),
         ),
         AttestationFormat::None => ("none", Value::Map(Vec::new())),
