@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -46,6 +47,16 @@ class VkeyProcess:
             self.stderr.append(line)
         for line in proc.stdout:
             self.stdout_lines.append(line)
+
+    def wait_stderr(self, text, timeout=30):
+        """Whether a line containing `text` reaches vkey's stderr within `timeout` s.
+        The log is read by a thread, so a line may arrive after the event behind it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.stderr):
+                return True
+            time.sleep(0.05)
+        return False
 
     def device(self, busid="1-1"):
         return open_device(self.host, self.port, busid)
