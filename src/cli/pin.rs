@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
-use crate::pin::policy::{self, MAX_PIN_RETRIES, PinError};
+use crate::pin::policy::{self, PinError};
 use crate::store::Store;
 
 /// Reads a PIN from a file: its first line, without the line ending.
@@ -38,7 +38,7 @@ pub fn pin_from(file: Option<&Path>, var: &str) -> anyhow::Result<Option<Zeroizi
 }
 
 fn check_policy(store: &Store, pin: &[u8]) -> anyhow::Result<u8> {
-    let min = store.pin().min_pin_length;
+    let min = store.pin_status().min_pin_length;
     match policy::check_pin(pin, min) {
         Ok(n) => Ok(n),
         Err(PinError::Policy | PinError::BadPadding) => bail!(
@@ -50,26 +50,20 @@ fn check_policy(store: &Store, pin: &[u8]) -> anyhow::Result<u8> {
 /// Sets the PIN if the store has none; accepts the same PIN; refuses a different one.
 /// Returns whether it set the PIN now.
 pub fn apply_startup_pin(store: &mut Store, pin: &[u8]) -> anyhow::Result<bool> {
-    match store.pin().hash.as_deref() {
-        None => {
-            let code_points = check_policy(store, pin)?;
-            let hash = policy::pin_hash(pin);
-            store
-                .update_pin(|p| {
-                    p.hash = Some(hash.to_vec());
-                    p.code_points = code_points;
-                    p.retries = MAX_PIN_RETRIES;
-                    p.force_change = false;
-                })
-                .context("cannot save the PIN")?;
-            Ok(true)
-        }
-        // Comparing a local administrator's PIN does not spend a retry: nothing is guessed.
-        Some(h) if h == policy::pin_hash(pin) => Ok(false),
-        Some(_) => bail!(
-            "the store already has a different PIN; use `vkey pin change --store DIR`, or reset the key, to change it"
-        ),
+    if !store.pin_status().is_set {
+        let code_points = check_policy(store, pin)?;
+        store
+            .set_pin(&policy::pin_hash(pin), code_points)
+            .context("cannot save the PIN")?;
+        return Ok(true);
     }
+    // Comparing a local administrator's PIN does not spend a retry: nothing is guessed.
+    if store.pin_hash_matches(&policy::pin_hash(pin)) {
+        return Ok(false);
+    }
+    bail!(
+        "the store already has a different PIN; use `vkey pin change --store DIR`, or reset the key, to change it"
+    )
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,7 +111,7 @@ pub fn run(
         Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))?;
     match cmd {
         PinCommand::Set(args) => {
-            if store.pin().hash.is_some() {
+            if store.pin_status().is_set {
                 bail!("the store already has a PIN; use `vkey pin change`");
             }
             let pin = match pin_from(args.pin_file.as_deref(), "VKEY_PIN")? {
@@ -128,10 +122,10 @@ pub fn run(
             println!("PIN set for the key in {}", dir.display());
         }
         PinCommand::Change(args) => {
-            if store.pin().hash.is_none() {
+            if !store.pin_status().is_set {
                 bail!("the store has no PIN yet; use `vkey pin set`");
             }
-            if store.pin().retries == 0 {
+            if store.pin_status().retries == 0 {
                 bail!("the PIN is blocked (no retries left); only a reset of the key clears it");
             }
             let current = match pin_from(args.pin_file.as_deref(), "VKEY_PIN")? {
@@ -144,20 +138,14 @@ pub fn run(
             };
             let code_points = check_policy(&store, &new)?;
             // Like changePIN over CTAP: the retry counter goes down before the comparison.
-            store
-                .update_pin(|p| p.retries = p.retries.saturating_sub(1))
+            let left = store
+                .record_pin_attempt()
                 .context("cannot save the PIN state")?;
-            if store.pin().hash.as_deref() != Some(&policy::pin_hash(&current)[..]) {
-                bail!("wrong PIN ({} retries left)", store.pin().retries);
+            if !store.pin_hash_matches(&policy::pin_hash(&current)) {
+                bail!("wrong PIN ({left} retries left)");
             }
-            let hash = policy::pin_hash(&new);
             store
-                .update_pin(|p| {
-                    p.hash = Some(hash.to_vec());
-                    p.code_points = code_points;
-                    p.retries = MAX_PIN_RETRIES;
-                    p.force_change = false;
-                })
+                .set_pin(&policy::pin_hash(&new), code_points)
                 .context("cannot save the PIN")?;
             println!("PIN changed for the key in {}", dir.display());
         }

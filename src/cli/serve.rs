@@ -155,13 +155,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 "PIN matches the store's"
             }
         }
-        None if store.pin().hash.is_some() => "PIN set",
+        None if store.pin_status().is_set => "PIN set",
         None => "no PIN",
     };
     drop(pin);
     if let Some(n) = args.uv_retries {
         store
-            .update_pin(|p| p.uv_retries = n)
+            .set_uv_retries(n)
             .context("cannot save the UV retries")?;
     }
     let store_desc = match store.dir() {

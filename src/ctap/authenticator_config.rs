@@ -54,16 +54,10 @@ pub(super) fn authenticator_config(auth: &mut Authenticator, params: &[u8]) -> C
     } else if auth.is_protected() {
         return Err(StatusCode::PuatRequired);
     }
-    let io = |e| {
-        tracing::error!("cannot persist configuration: {e}");
-        StatusCode::Other
-    };
     match sub {
         TOGGLE_ALWAYS_UV => {
-            auth.store
-                .update_pin(|p| p.always_uv = !p.always_uv)
-                .map_err(io)?;
-            tracing::info!("alwaysUv is now {}", auth.store.pin().always_uv);
+            let on = auth.store.toggle_always_uv()?;
+            tracing::info!("alwaysUv is now {on}");
             Ok(())
         }
         _ => {
@@ -84,7 +78,7 @@ pub(super) fn authenticator_config(auth: &mut Authenticator, params: &[u8]) -> C
                     _ => {}
                 }
             }
-            let current = auth.store.pin().min_pin_length;
+            let current = auth.store.pin_status().min_pin_length;
             let new_min = match new_min {
                 Some(n) if n > 63 => return Err(StatusCode::PinPolicyViolation),
                 Some(n) if (n as u8) < current => return Err(StatusCode::PinPolicyViolation),
@@ -100,20 +94,9 @@ pub(super) fn authenticator_config(auth: &mut Authenticator, params: &[u8]) -> C
             if force && !auth.pin_is_set() {
                 return Err(StatusCode::PinNotSet);
             }
-            // A PIN shorter than the new minimum must be changed before its next use.
-            let pin_too_short = auth.pin_is_set() && auth.store.pin().code_points < new_min;
-            auth.store
-                .update_pin(|p| {
-                    p.min_pin_length = new_min;
-                    if let Some(ids) = rp_ids {
-                        p.min_pin_length_rp_ids = ids;
-                    }
-                    if force || pin_too_short {
-                        p.force_change = true;
-                    }
-                })
-                .map_err(io)?;
-            if force || pin_too_short {
+            // A PIN shorter than the new minimum must be changed before its next use; a
+            // forced change voids the token.
+            if auth.store.set_min_pin_length(new_min, rp_ids, force)? {
                 auth.token.reset();
             }
             Ok(())

@@ -10,9 +10,8 @@ use super::Authenticator;
 use super::cbor::{MapBuilder, RequestMap, read};
 use super::presence::RequestContext;
 use super::status::{CtapResult, StatusCode};
-use crate::pin::policy::{self, MAX_CONSECUTIVE_PIN_FAILURES, MAX_PIN_RETRIES, PinError};
+use crate::pin::policy::{self, MAX_CONSECUTIVE_PIN_FAILURES, PinError};
 use crate::pin::{Permissions, Protocol, SharedSecret};
-use crate::store::StoreError;
 
 const GET_PIN_RETRIES: u64 = 0x01;
 const GET_KEY_AGREEMENT: u64 = 0x02;
@@ -31,11 +30,6 @@ struct Params {
     pin_hash_enc: Option<Vec<u8>>,
     permissions: Option<u64>,
     rp_id: Option<String>,
-}
-
-fn store_err(e: StoreError) -> StatusCode {
-    tracing::error!("cannot persist PIN state: {e}");
-    StatusCode::Other
 }
 
 pub(super) fn client_pin(
@@ -65,7 +59,7 @@ pub(super) fn client_pin(
     match sub {
         GET_PIN_RETRIES => Ok(Some(
             MapBuilder::new()
-                .int(0x03, Value::Integer(auth.store.pin().retries.into()))
+                .int(0x03, Value::Integer(auth.store.pin_status().retries.into()))
                 .int(0x04, auth.pin_failures >= MAX_CONSECUTIVE_PIN_FAILURES)
                 .build(),
         )),
@@ -98,7 +92,10 @@ pub(super) fn client_pin(
             }
             Ok(Some(
                 MapBuilder::new()
-                    .int(0x05, Value::Integer(auth.store.pin().uv_retries.into()))
+                    .int(
+                        0x05,
+                        Value::Integer(auth.store.pin_status().uv_retries.into()),
+                    )
                     .build(),
             ))
         }
@@ -143,7 +140,7 @@ fn new_pin(
     let padded = protocol
         .decrypt(shared, enc)
         .ok_or(StatusCode::InvalidParameter)?;
-    match policy::check_padded_pin(&padded, auth.store.pin().min_pin_length) {
+    match policy::check_padded_pin(&padded, auth.store.pin_status().min_pin_length) {
         Ok((pin, n)) => Ok((policy::pin_hash(pin), n)),
         Err(PinError::BadPadding) => Err(StatusCode::InvalidParameter),
         Err(PinError::Policy) => Err(StatusCode::PinPolicyViolation),
@@ -166,14 +163,7 @@ fn set_pin(auth: &mut Authenticator, p: &Params) -> CtapResult<()> {
         return Err(StatusCode::PinAuthInvalid);
     }
     let (hash, code_points) = new_pin(auth, protocol, &shared, enc)?;
-    auth.store
-        .update_pin(|s| {
-            s.hash = Some(hash.to_vec());
-            s.code_points = code_points;
-            s.retries = MAX_PIN_RETRIES;
-            s.force_change = false;
-        })
-        .map_err(store_err)?;
+    auth.store.set_pin(&hash, code_points)?;
     tracing::info!("PIN set");
     Ok(())
 }
@@ -199,16 +189,10 @@ fn change_pin(auth: &mut Authenticator, p: &Params) -> CtapResult<()> {
     verify_pin_hash(auth, protocol, &shared, hash_enc)?;
     let (hash, code_points) = new_pin(auth, protocol, &shared, new_enc)?;
     // A forced change must really change the PIN.
-    if auth.store.pin().force_change && auth.store.pin().hash.as_deref() == Some(&hash[..]) {
+    if auth.store.pin_status().force_change && auth.store.pin_hash_matches(&hash) {
         return Err(StatusCode::PinPolicyViolation);
     }
-    auth.store
-        .update_pin(|s| {
-            s.hash = Some(hash.to_vec());
-            s.code_points = code_points;
-            s.force_change = false;
-        })
-        .map_err(store_err)?;
+    auth.store.set_pin(&hash, code_points)?;
     // Tokens issued under the old PIN are void.
     auth.token.reset();
     tracing::info!("PIN changed");
@@ -220,7 +204,7 @@ fn check_pin_usable(auth: &Authenticator) -> CtapResult<()> {
     if !auth.pin_is_set() {
         return Err(StatusCode::PinNotSet);
     }
-    if auth.store.pin().retries == 0 {
+    if auth.store.pin_status().retries == 0 {
         return Err(StatusCode::PinBlocked);
     }
     if auth.pin_failures >= MAX_CONSECUTIVE_PIN_FAILURES {
@@ -237,19 +221,13 @@ fn verify_pin_hash(
     shared: &SharedSecret,
     hash_enc: &[u8],
 ) -> CtapResult<()> {
-    auth.store
-        .update_pin(|s| s.retries = s.retries.saturating_sub(1))
-        .map_err(store_err)?;
-    let stored = auth.store.pin().hash.clone().unwrap_or_default();
+    let retries = auth.store.record_pin_attempt()?;
     let given = protocol.decrypt(shared, hash_enc);
-    let matches = given
-        .as_ref()
-        .is_some_and(|g| g.len() == 16 && constant_time_eq(g, &stored));
-    if !matches {
+    if !given.is_some_and(|g| auth.store.pin_hash_matches(&g)) {
         // A wrong PIN makes the platform start over with a new key agreement.
         *auth.key_agreement(protocol) = crate::pin::KeyAgreement::new();
         auth.pin_failures = auth.pin_failures.saturating_add(1);
-        if auth.store.pin().retries == 0 {
+        if retries == 0 {
             tracing::warn!("PIN blocked: reset the key to use it again");
             return Err(StatusCode::PinBlocked);
         }
@@ -259,14 +237,8 @@ fn verify_pin_hash(
         return Err(StatusCode::PinInvalid);
     }
     auth.pin_failures = 0;
-    auth.store
-        .update_pin(|s| s.retries = MAX_PIN_RETRIES)
-        .map_err(store_err)?;
+    auth.store.pin_matched()?;
     Ok(())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// getPinToken / getPinUvAuthTokenUsingPinWithPermissions.
@@ -283,7 +255,7 @@ fn token_using_pin(
     check_pin_usable(auth)?;
     let shared = shared_secret(auth, protocol, p)?;
     verify_pin_hash(auth, protocol, &shared, hash_enc)?;
-    if auth.store.pin().force_change {
+    if auth.store.pin_status().force_change {
         return Err(StatusCode::PinPolicyViolation);
     }
     // A PIN proves the user, not their presence: makeCredential still wants a touch.

@@ -9,6 +9,7 @@
 //! = 64 bytes. The version byte is in the associated data too.
 
 use crate::crypto::{Algorithm, CredentialKey, seal};
+use crate::store::PrivateKey;
 
 const VERSION: u8 = 1;
 const PLAINTEXT_LEN: usize = 3 + 32;
@@ -32,6 +33,21 @@ impl CredentialSource {
     /// key, which our own sealing never produces.
     pub fn key(&self) -> Option<CredentialKey> {
         CredentialKey::from_secret(self.alg, &self.secret)
+    }
+
+    /// A stored credential that holds its own private key (imported under an ID of the
+    /// caller's choosing). `None` for a credProtect level outside 1–3.
+    pub fn from_stored(
+        key: &PrivateKey,
+        discoverable: bool,
+        cred_protect: u8,
+    ) -> Option<CredentialSource> {
+        (1..=3).contains(&cred_protect).then(|| CredentialSource {
+            alg: key.algorithm,
+            secret: key.secret.clone(),
+            discoverable,
+            cred_protect,
+        })
     }
 }
 

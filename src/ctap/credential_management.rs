@@ -14,7 +14,7 @@ use super::params::{CredentialDescriptor, UserEntity};
 use super::status::{CtapResult, StatusCode};
 use crate::crypto;
 use crate::pin::{Permissions, Protocol};
-use crate::store::{MAX_DISCOVERABLE, StoredCredential};
+use crate::store::RpInfo;
 
 const GET_CREDS_METADATA: u64 = 0x01;
 const ENUMERATE_RPS_BEGIN: u64 = 0x02;
@@ -29,7 +29,7 @@ const ENUMERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub enum EnumerationState {
     Rps {
-        remaining: VecDeque<(String, Option<String>)>,
+        remaining: VecDeque<RpInfo>,
         deadline: Instant,
     },
     Credentials {
@@ -92,24 +92,17 @@ pub(super) fn credential_management(
         GET_CREDS_METADATA => {
             require_unbound(auth)?;
             let n = auth.store.discoverable_count();
+            let left = auth.store.remaining_capacity();
             Ok(Some(
                 MapBuilder::new()
                     .int(0x01, Value::Integer((n as u64).into()))
-                    .int(
-                        0x02,
-                        Value::Integer((MAX_DISCOVERABLE.saturating_sub(n) as u64).into()),
-                    )
+                    .int(0x02, Value::Integer((left as u64).into()))
                     .build(),
             ))
         }
         ENUMERATE_RPS_BEGIN => {
             require_unbound(auth)?;
-            let mut rps: Vec<(String, Option<String>)> = Vec::new();
-            for c in auth.store.all_credentials() {
-                if !rps.iter().any(|(id, _)| *id == c.rp_id) {
-                    rps.push((c.rp_id.clone(), c.rp_name.clone()));
-                }
-            }
+            let rps = auth.store.rps();
             let total = rps.len();
             let mut remaining: VecDeque<_> = rps.into();
             let first = remaining.pop_front().ok_or(StatusCode::NoCredentials)?;
@@ -129,15 +122,12 @@ pub(super) fn credential_management(
             {
                 return Err(StatusCode::PinAuthInvalid);
             }
-            let mut creds: Vec<&StoredCredential> = auth
-                .store
-                .all_credentials()
-                .iter()
-                .filter(|c| crypto::sha256(c.rp_id.as_bytes())[..] == rp_id_hash[..])
-                .collect();
-            creds.sort_by_key(|c| std::cmp::Reverse(c.created));
+            let creds = match <[u8; 32]>::try_from(&rp_id_hash[..]) {
+                Ok(hash) => auth.store.discoverable_for_rp(&hash),
+                Err(_) => Vec::new(),
+            };
             let total = creds.len();
-            let mut remaining: VecDeque<Vec<u8>> = creds.iter().map(|c| c.id.clone()).collect();
+            let mut remaining: VecDeque<Vec<u8>> = creds.into_iter().map(|c| c.id).collect();
             let first = remaining.pop_front().ok_or(StatusCode::NoCredentials)?;
             if !remaining.is_empty() {
                 auth.enumeration = Some(EnumerationState::Credentials {
@@ -152,16 +142,14 @@ pub(super) fn credential_management(
             let d = CredentialDescriptor::parse(read::required(sp.take(0x02))?)?;
             let rp_id = auth
                 .store
-                .credential(&d.id)
-                .map(|c| c.rp_id.clone())
+                .get_credential(&d.id)
+                .filter(|c| c.discoverable)
+                .map(|c| c.rp_id)
                 .ok_or(StatusCode::NoCredentials)?;
             if !auth.token.allows_rp(&rp_id) {
                 return Err(StatusCode::PinAuthInvalid);
             }
-            auth.store.delete_credential(&d.id).map_err(|e| {
-                tracing::error!("cannot delete credential: {e}");
-                StatusCode::Other
-            })?;
+            auth.store.delete_credential(&d.id)?;
             Ok(None)
         }
         UPDATE_USER_INFORMATION => {
@@ -170,7 +158,8 @@ pub(super) fn credential_management(
             let user = UserEntity::parse(read::required(sp.take(0x03))?)?;
             let c = auth
                 .store
-                .credential(&d.id)
+                .get_credential(&d.id)
+                .filter(|c| c.discoverable)
                 .ok_or(StatusCode::NoCredentials)?;
             if !auth.token.allows_rp(&c.rp_id) {
                 return Err(StatusCode::PinAuthInvalid);
@@ -180,11 +169,7 @@ pub(super) fn credential_management(
                 return Err(StatusCode::InvalidParameter);
             }
             auth.store
-                .update_user(&d.id, user.name, user.display_name)
-                .map_err(|e| {
-                    tracing::error!("cannot update credential: {e}");
-                    StatusCode::Other
-                })?;
+                .update_user(&d.id, user.name, user.display_name)?;
             Ok(None)
         }
         _ => Err(StatusCode::InvalidSubcommand),
@@ -200,25 +185,32 @@ fn require_unbound(auth: &Authenticator) -> CtapResult<()> {
     }
 }
 
-fn rp_response((id, name): &(String, Option<String>), total: Option<usize>) -> Value {
-    let rp = MapBuilder::new()
-        .text("id", id.as_str())
-        .text_opt("name", name.as_deref())
+fn rp_response(rp: &RpInfo, total: Option<usize>) -> Value {
+    let entity = MapBuilder::new()
+        .text("id", rp.id.as_str())
+        .text_opt("name", rp.name.as_deref())
         .build();
     MapBuilder::new()
-        .int(0x03, rp)
-        .int(0x04, Value::Bytes(crypto::sha256(id.as_bytes()).to_vec()))
+        .int(0x03, entity)
+        .int(
+            0x04,
+            Value::Bytes(crypto::sha256(rp.id.as_bytes()).to_vec()),
+        )
         .int_opt(0x05, total.map(|t| Value::Integer((t as u64).into())))
         .build()
 }
 
 fn credential_response(auth: &Authenticator, id: &[u8], total: Option<usize>) -> CtapResult<Value> {
-    let c = auth.store.credential(id).ok_or(StatusCode::NoCredentials)?;
+    let c = auth
+        .store
+        .get_credential(id)
+        .ok_or(StatusCode::NoCredentials)?;
     let rp_id_hash = crypto::sha256(c.rp_id.as_bytes());
-    let src = super::credential_id::open(auth.store.wrapping_key(), &rp_id_hash, id)
+    let src = auth
+        .find_credential(&rp_id_hash, id)
         .ok_or(StatusCode::Other)?;
     let user = MapBuilder::new()
-        .text("id", Value::Bytes(c.user_id.clone()))
+        .text("id", Value::Bytes(c.user_id))
         .text_opt("name", c.user_name.as_deref())
         .text_opt("displayName", c.user_display_name.as_deref())
         .build();

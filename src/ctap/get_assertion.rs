@@ -73,10 +73,10 @@ pub(super) fn get_assertion(
             .collect(),
         _ => auth
             .store
-            .discoverable(&rp_id)
-            .iter()
+            .discoverable_for_rp(&rp_id_hash)
+            .into_iter()
             .filter(|c| c.cred_protect < 2 || v.uv)
-            .map(|c| c.id.clone())
+            .map(|c| c.id)
             .collect(),
     };
     if ids.is_empty() {
@@ -133,10 +133,7 @@ pub(super) fn assertion(
         .find_credential(rp_id_hash, id)
         .ok_or(StatusCode::NoCredentials)?;
     let key = source.key().ok_or(StatusCode::Other)?;
-    let counter = auth.store.bump_counter(&counter_key(id)).map_err(|e| {
-        tracing::error!("cannot persist the signature counter: {e}");
-        StatusCode::Other
-    })?;
+    let counter = auth.store.bump_counter(id)?;
     let auth_data = auth_data::build(rp_id_hash, flags, counter, None, None);
     let mut signed = auth_data.clone();
     signed.extend_from_slice(client_data_hash);
@@ -147,8 +144,8 @@ pub(super) fn assertion(
     // Chrome asks the user to confirm an account nobody needs to choose.
     let verified = flags & FLAG_UV != 0 && several_accounts;
     let user = if source.discoverable {
-        auth.store.credential(id).map(|c| {
-            let mut u = MapBuilder::new().text("id", Value::Bytes(c.user_id.clone()));
+        auth.store.get_credential(id).map(|c| {
+            let mut u = MapBuilder::new().text("id", Value::Bytes(c.user_id));
             if verified {
                 u = u
                     .text_opt("name", c.user_name.as_deref())
@@ -173,13 +170,4 @@ pub(super) fn assertion(
             number_of_credentials.map(|n| Value::Integer((n as u64).into())),
         )
         .build())
-}
-
-/// Signature counters are keyed by a hash of the credential ID, so non-discoverable
-/// credentials (nothing stored) have one too.
-pub(super) fn counter_key(id: &[u8]) -> [u8; 16] {
-    let h = crypto::sha256(id);
-    let mut k = [0u8; 16];
-    k.copy_from_slice(&h[..16]);
-    k
 }

@@ -10,7 +10,6 @@ use super::{
     firmware_version,
 };
 use crate::crypto::Algorithm;
-use crate::store::MAX_DISCOVERABLE;
 
 fn int(i: i64) -> Value {
     Value::Integer(i.into())
@@ -27,7 +26,7 @@ pub(super) fn get_info(auth: &Authenticator) -> Value {
         Value::Text("credProtect".into()),
         Value::Text("minPinLength".into()),
     ];
-    let pin = auth.store.pin();
+    let pin = auth.store.pin_status();
     let mut options = MapBuilder::new()
         .text("rk", true)
         .text("up", true)
@@ -53,7 +52,7 @@ pub(super) fn get_info(auth: &Authenticator) -> Value {
                 .build()
         })
         .collect();
-    let remaining = MAX_DISCOVERABLE.saturating_sub(auth.store.discoverable_count());
+    let remaining = auth.store.remaining_capacity();
     MapBuilder::new()
         .int(0x01, Value::Array(versions))
         .int(0x02, Value::Array(extensions))

@@ -11,7 +11,7 @@ use super::status::{CtapResult, StatusCode};
 use super::user_verification::{Operation, UvRequest};
 use super::{AAGUID, AttestationFormat, Authenticator};
 use crate::crypto::{self, Algorithm, CredentialKey};
-use crate::store::{StoreError, StoredCredential};
+use crate::store::Credential;
 
 pub(super) fn make_credential(
     auth: &mut Authenticator,
@@ -121,22 +121,16 @@ pub(super) fn make_credential(
         protect_level,
     );
     if rk {
-        let stored = StoredCredential {
+        auth.store.put_credential(Credential {
             id: id.clone(),
             rp_id: rp.id.clone(),
             rp_name: rp.name.clone(),
             user_id: user.id.clone(),
             user_name: user.name.clone(),
             user_display_name: user.display_name.clone(),
-            created: 0,
             cred_protect: protect_level,
-        };
-        auth.store.put_credential(stored).map_err(|e| match e {
-            StoreError::Full => StatusCode::KeyStoreFull,
-            e => {
-                tracing::error!("cannot store credential: {e}");
-                StatusCode::Other
-            }
+            discoverable: true,
+            private_key: None,
         })?;
     }
 
@@ -153,11 +147,12 @@ pub(super) fn make_credential(
         outputs = outputs.text("credProtect", Value::Integer(level.into()));
         any_output = true;
     }
-    if min_pin_length && auth.store.pin().min_pin_length_rp_ids.contains(&rp.id) {
-        outputs = outputs.text(
-            "minPinLength",
-            Value::Integer(auth.store.pin().min_pin_length.into()),
-        );
+    if let Some(n) = auth
+        .store
+        .min_pin_length_for(&rp.id)
+        .filter(|_| min_pin_length)
+    {
+        outputs = outputs.text("minPinLength", Value::Integer(n.into()));
         any_output = true;
     }
     let auth_data = auth_data::build(

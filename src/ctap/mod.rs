@@ -219,7 +219,7 @@ impl Authenticator {
 
     /// Whether a PIN is set.
     pub fn pin_is_set(&self) -> bool {
-        self.store.pin().hash.is_some()
+        self.store.pin_status().is_set
     }
 
     /// Whether the key is protected by some form of user verification (§6.1.2 step 6).
@@ -262,16 +262,23 @@ impl Authenticator {
     }
 
     /// A credential ID that is ours for this RP: it opens under our wrapping key with
-    /// this RP ID hash, and, if it is discoverable, it is still in the store.
+    /// this RP ID hash (and, if it is discoverable, it is still in the store), or the
+    /// store holds it with its own private key for this RP (an imported credential).
     fn find_credential(&self, rp_id_hash: &[u8; 32], id: &[u8]) -> Option<CredentialSource> {
         if id.len() > MAX_CREDENTIAL_ID_LENGTH {
             return None;
         }
-        let src = credential_id::open(self.store.wrapping_key(), rp_id_hash, id)?;
-        if src.discoverable && self.store.credential(id).is_none() {
+        if let Some(src) = credential_id::open(self.store.wrapping_key(), rp_id_hash, id) {
+            // Deleted or replaced (§6.1.2 step 17): no longer ours.
+            let listed = !src.discoverable || self.store.get_credential(id).is_some();
+            return listed.then_some(src);
+        }
+        let stored = self.store.get_credential(id)?;
+        if crate::crypto::sha256(stored.rp_id.as_bytes()) != *rp_id_hash {
             return None;
         }
-        Some(src)
+        let key = stored.private_key.as_ref()?;
+        CredentialSource::from_stored(key, stored.discoverable, stored.cred_protect)
     }
 }
 

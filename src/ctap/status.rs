@@ -1,6 +1,8 @@
 //! CTAP status codes (CTAP 2.1 §8.2). Relying parties and browsers branch on the exact
 //! byte, so each error path names its variant explicitly.
 
+use crate::store::StoreError;
+
 /// A CTAP error status. `CTAP2_OK` is not an error and so is not a variant: a handler
 /// returns `Ok(response)` for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -106,3 +108,18 @@ impl StatusCode {
 
 /// The result of a CTAP command handler.
 pub type CtapResult<T> = Result<T, StatusCode>;
+
+/// The one mapping of store failures to a status: a full store is KEY_STORE_FULL;
+/// anything else (an I/O error) is logged and answered CTAP1_ERR_OTHER, with nothing
+/// acknowledged.
+impl From<StoreError> for StatusCode {
+    fn from(e: StoreError) -> StatusCode {
+        match e {
+            StoreError::Full => StatusCode::KeyStoreFull,
+            e => {
+                tracing::error!("store: {e}");
+                StatusCode::Other
+            }
+        }
+    }
+}

@@ -436,7 +436,7 @@ fn attestation_formats_and_backup_flags() {
 #[test]
 fn reset_voids_pin_and_token_state() {
     let mut a = auth();
-    a.store.update_pin(|p| p.hash = Some(vec![1; 16])).unwrap();
+    a.store.set_pin(&[1; 16], 4).unwrap();
     a.token.begin_using(
         crate::pin::Protocol::Two,
         crate::pin::Permissions::MAKE_CREDENTIAL,
@@ -454,7 +454,7 @@ fn reset_voids_pin_and_token_state() {
     );
     assert_eq!(a.pin_failures, 0);
     // A PIN-protected key refuses a discoverable credential without a token...
-    a.store.update_pin(|p| p.hash = Some(vec![1; 16])).unwrap();
+    a.store.set_pin(&[1; 16], 4).unwrap();
     assert_eq!(
         call(&mut a, &mc_request("example.com", b"u", -7, true, &[])),
         Err(0x36)
@@ -463,4 +463,61 @@ fn reset_voids_pin_and_token_state() {
     let r = call(&mut a, &mc_request("example.com", b"u", -7, false, &[])).unwrap();
     let (_, flags, _, _) = parse_auth_data(&bytes(member(&r, 2)));
     assert_eq!(flags & 0x04, 0, "no UV");
+}
+
+#[test]
+fn imported_credentials_with_their_own_key_sign_assertions() {
+    let mut a = auth();
+    let key = crate::crypto::CredentialKey::generate(crate::crypto::Algorithm::Es256);
+    let cose = key.cose_public_key();
+    for (id, discoverable) in [(&b"caller-chosen-1"[..], false), (b"caller-chosen-2", true)] {
+        a.store
+            .put_credential(crate::store::Credential {
+                id: id.to_vec(),
+                rp_id: "example.com".into(),
+                rp_name: None,
+                user_id: id.to_vec(),
+                user_name: None,
+                user_display_name: None,
+                cred_protect: 1,
+                discoverable,
+                private_key: Some(crate::store::PrivateKey {
+                    algorithm: key.algorithm(),
+                    secret: key.secret(),
+                }),
+            })
+            .unwrap();
+    }
+    // Through an allowList, for its RP only.
+    let g = call(
+        &mut a,
+        &ga_request("example.com", &[b"caller-chosen-1".to_vec()], None),
+    )
+    .unwrap();
+    assert_eq!(
+        text_member(member(&g, 1).unwrap(), "id"),
+        Some(&b(b"caller-chosen-1"))
+    );
+    let mut signed = bytes(member(&g, 2));
+    signed.extend_from_slice(&CDH);
+    verify(&cose, &signed, &bytes(member(&g, 3)));
+    assert!(member(&g, 4).is_none(), "not discoverable: no user");
+    assert_eq!(
+        call(
+            &mut a,
+            &ga_request("other.example", &[b"caller-chosen-1".to_vec()], None)
+        ),
+        Err(0x2e)
+    );
+    // Without an allowList: only the discoverable one, with its user handle.
+    let g = call(&mut a, &ga_request("example.com", &[], None)).unwrap();
+    assert_eq!(
+        text_member(member(&g, 1).unwrap(), "id"),
+        Some(&b(b"caller-chosen-2"))
+    );
+    assert_eq!(member(&g, 5), Some(&i(1)));
+    assert_eq!(
+        text_member(member(&g, 4).unwrap(), "id"),
+        Some(&b(b"caller-chosen-2"))
+    );
 }

@@ -8,7 +8,6 @@ use std::time::Instant;
 use super::Authenticator;
 use super::presence::RequestContext;
 use super::status::{CtapResult, StatusCode};
-use crate::pin::policy::MAX_UV_RETRIES;
 use crate::pin::{Permissions, Protocol};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -67,7 +66,7 @@ impl Authenticator {
         if uv && self.config.uv.is_none() {
             return Err(StatusCode::InvalidOption);
         }
-        let always_uv = self.store.pin().always_uv;
+        let always_uv = self.store.pin_status().always_uv;
         // Step 6: alwaysUv. Built-in UV is used when there is one; else a token is needed.
         if always_uv && req.pin_uv_auth_param.is_none() && !uv {
             if self.config.uv.is_some() {
@@ -148,27 +147,15 @@ impl Authenticator {
         what: &str,
     ) -> CtapResult<()> {
         let uv = self.config.uv.clone().ok_or(StatusCode::InvalidOption)?;
-        if self.store.pin().uv_retries == 0 {
+        if self.store.pin_status().uv_retries == 0 {
             return Err(StatusCode::UvBlocked);
         }
         self.user_presence(ctx, what)?;
-        let verified = uv.result();
-        let io = |e| {
-            tracing::error!("cannot persist UV retries: {e}");
-            StatusCode::Other
-        };
-        if verified {
-            if self.store.pin().uv_retries != MAX_UV_RETRIES {
-                self.store
-                    .update_pin(|p| p.uv_retries = MAX_UV_RETRIES)
-                    .map_err(io)?;
-            }
+        if uv.result() {
+            self.store.uv_matched()?;
             return Ok(());
         }
-        self.store
-            .update_pin(|p| p.uv_retries = p.uv_retries.saturating_sub(1))
-            .map_err(io)?;
-        Err(if self.store.pin().uv_retries == 0 {
+        Err(if self.store.record_uv_failure()? == 0 {
             StatusCode::UvBlocked
         } else {
             StatusCode::UvInvalid

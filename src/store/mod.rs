@@ -1,9 +1,13 @@
 //! The key's persistent state: a directory holding the store file and a counter log,
 //! or memory only (`--ephemeral`).
 //!
+//! The rest of vkey sees a domain API only: credentials by ID and by RP ID hash, typed
+//! PIN/UV operations, counters by credential ID. How they are laid out is this module's
+//! business, so the engine beneath can change.
+//!
 //! - `vkey-store.cbor`: device identity (USB serial), per-store secrets (the credential
-//!   wrapping key, the attestation batch key and certificates) and the discoverable
-//!   credentials. Rewritten atomically (temp file, fsync, rename, fsync of the
+//!   wrapping key, the attestation batch key and certificates) and the stored
+//!   credentials (discoverable ones, and imported ones that hold their private key). Rewritten atomically (temp file, fsync, rename, fsync of the
 //!   directory) on each acknowledged change, so a crash leaves the old or the new file.
 //! - `vkey-counters.log`: signature counters as an append-only log of 20-byte records
 //!   (credential key ‖ counter), so an assertion costs one small append + fsync instead
@@ -13,9 +17,10 @@
 //! The directory is locked so two processes never share a store. Encryption at rest and
 //! scale are later changes inside this module.
 
+mod credential;
 mod file;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,8 +28,10 @@ use std::path::{Path, PathBuf};
 use rand::Rng;
 use zeroize::Zeroizing;
 
-use file::StoreFile;
-pub use file::{PinState, StoredCredential};
+pub use credential::{Credential, PrivateKey, RpInfo};
+use file::{PinState, StoreFile};
+
+use crate::pin::policy::{MAX_PIN_RETRIES, MAX_UV_RETRIES};
 
 const STORE_FILE: &str = "vkey-store.cbor";
 const COUNTER_FILE: &str = "vkey-counters.log";
@@ -35,7 +42,7 @@ const COUNTER_RECORD: usize = 20;
 /// The counter log is compacted (rewritten with one record per credential) when it holds
 /// this many records more than there are credentials.
 const COUNTER_COMPACT_SLACK: usize = 65_536;
-/// How many discoverable credentials the store accepts (getInfo's
+/// How many credentials the store holds at most (getInfo's
 /// remainingDiscoverableCredentials counts down from it).
 pub const MAX_DISCOVERABLE: usize = 100_000;
 
@@ -61,9 +68,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-/// Key of a signature counter: the first 16 bytes of SHA-256(credential ID), computed by
-/// the caller. Works for credentials that are not stored (non-discoverable) too.
-pub type CounterKey = [u8; 16];
+/// Key of a signature counter in the log: the first 16 bytes of SHA-256(credential ID),
+/// so credentials that are not stored (non-discoverable) have one too.
+type CounterKey = [u8; 16];
+
+fn counter_key(id: &[u8]) -> CounterKey {
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&crate::crypto::sha256(id)[..16]);
+    k
+}
 
 /// The attestation material, kept as bytes: `ctap` turns it into keys.
 #[derive(Clone)]
@@ -247,69 +260,105 @@ impl Store {
         Ok(())
     }
 
-    /// Discoverable credentials of `rp_id`, most recently created first.
-    pub fn discoverable(&self, rp_id: &str) -> Vec<&StoredCredential> {
-        let mut v: Vec<&StoredCredential> = self
-            .state
-            .credentials
-            .iter()
-            .filter(|c| c.rp_id == rp_id)
-            .collect();
-        v.sort_by_key(|c| std::cmp::Reverse(c.created));
-        v
+    /// The stored credential `id` (discoverable, or imported with its own key).
+    pub fn get_credential(&self, id: &[u8]) -> Option<Credential> {
+        self.state.credentials.get(id).cloned()
     }
 
-    pub fn credential(&self, id: &[u8]) -> Option<&StoredCredential> {
-        self.state.credentials.iter().find(|c| c.id == id)
+    /// The discoverable credentials of the RP with this RP ID hash, most recently created
+    /// first (getAssertion without an allowList, enumerateCredentials).
+    pub fn discoverable_for_rp(&self, rp_id_hash: &[u8; 32]) -> Vec<Credential> {
+        self.state
+            .credentials
+            .for_rp(rp_id_hash)
+            .filter(|c| c.discoverable)
+            .cloned()
+            .collect()
+    }
+
+    /// The RPs that have discoverable credentials, each once, in the order their first
+    /// credential was made (enumerateRPs).
+    pub fn rps(&self) -> Vec<RpInfo> {
+        let mut seen = HashSet::new();
+        self.state
+            .credentials
+            .iter()
+            .filter(|(_, c)| c.discoverable && seen.insert(c.rp_id.as_str()))
+            .map(|(_, c)| RpInfo {
+                id: c.rp_id.clone(),
+                name: c.rp_name.clone(),
+            })
+            .collect()
     }
 
     pub fn discoverable_count(&self) -> usize {
-        self.state.credentials.len()
+        self.state.credentials.discoverable_count()
     }
 
-    /// Stores a discoverable credential; one with the same RP ID and user ID is replaced
-    /// (CTAP 2.1 §6.1.2 step 17).
-    pub fn put_credential(&mut self, mut cred: StoredCredential) -> Result<(), StoreError> {
-        let replaced = self
-            .state
-            .credentials
+    /// How many more credentials fit (getInfo remainingDiscoverableCredentials).
+    pub fn remaining_capacity(&self) -> usize {
+        MAX_DISCOVERABLE.saturating_sub(self.state.credentials.len())
+    }
+
+    /// Stores a credential, durably. It replaces one with the same ID and, if it is
+    /// discoverable, the RP's discoverable credential for the same user.id (CTAP 2.1
+    /// §6.1.2 step 17). [`StoreError::Full`] when no room is left.
+    pub fn put_credential(&mut self, cred: Credential) -> Result<(), StoreError> {
+        let index = &mut self.state.credentials;
+        let rp_id_hash = crate::crypto::sha256(cred.rp_id.as_bytes());
+        let same_user = cred
+            .discoverable
+            .then(|| {
+                index
+                    .for_rp(&rp_id_hash)
+                    .find(|c| c.discoverable && c.user_id == cred.user_id)
+                    .map(|c| c.id.clone())
+            })
+            .flatten();
+        // Undo information is the replaced records, not a copy of the whole store: this
+        // runs on every discoverable makeCredential.
+        let replaced: Vec<(u64, Credential)> = [Some(cred.id.clone()), same_user]
             .iter()
-            .position(|c| c.rp_id == cred.rp_id && c.user_id == cred.user_id);
-        if replaced.is_none() && self.state.credentials.len() >= MAX_DISCOVERABLE {
+            .flatten()
+            .filter_map(|id| index.remove(id))
+            .collect();
+        let undo = |s: &mut Self, replaced: Vec<(u64, Credential)>| {
+            for (seq, c) in replaced {
+                s.state.credentials.insert(seq, c);
+            }
+        };
+        if self.state.credentials.len() >= MAX_DISCOVERABLE {
+            undo(self, replaced);
             return Err(StoreError::Full);
         }
-        // Undo information is the one replaced record, not a copy of the whole list:
-        // this runs on every discoverable makeCredential, with up to 100k credentials.
-        let removed = replaced.map(|i| (i, self.state.credentials.remove(i)));
+        let id = cred.id.clone();
         self.state.next_sequence += 1;
-        cred.created = self.state.next_sequence;
-        self.state.credentials.push(cred);
+        self.state
+            .credentials
+            .insert(self.state.next_sequence, cred);
         if let Err(e) = self.commit() {
             // Not acknowledged: memory goes back to what the disk has.
-            self.state.credentials.pop();
+            self.state.credentials.remove(&id);
             self.state.next_sequence -= 1;
-            if let Some((i, c)) = removed {
-                self.state.credentials.insert(i, c);
-            }
+            undo(self, replaced);
             return Err(e);
         }
         Ok(())
     }
 
-    /// Removes a discoverable credential (credentialManagement deleteCredential).
+    /// Removes a stored credential (credentialManagement deleteCredential).
     pub fn delete_credential(&mut self, id: &[u8]) -> Result<bool, StoreError> {
-        let Some(i) = self.state.credentials.iter().position(|c| c.id == id) else {
+        let Some((seq, removed)) = self.state.credentials.remove(id) else {
             return Ok(false);
         };
-        let removed = self.state.credentials.remove(i);
         if let Err(e) = self.commit() {
-            self.state.credentials.insert(i, removed);
+            self.state.credentials.insert(seq, removed);
             return Err(e);
         }
         Ok(true)
     }
 
-    /// Replaces a discoverable credential's user name and display name
+    /// Replaces a stored credential's user name and display name
     /// (credentialManagement updateUserInformation).
     pub fn update_user(
         &mut self,
@@ -317,33 +366,141 @@ impl Store {
         name: Option<String>,
         display_name: Option<String>,
     ) -> Result<bool, StoreError> {
-        let Some(c) = self.state.credentials.iter_mut().find(|c| c.id == id) else {
+        let Some(c) = self.state.credentials.get_mut(id) else {
             return Ok(false);
         };
-        let old = (c.user_name.clone(), c.user_display_name.clone());
-        c.user_name = name;
-        c.user_display_name = display_name;
+        let old_name = std::mem::replace(&mut c.user_name, name);
+        let old_display = std::mem::replace(&mut c.user_display_name, display_name);
         if let Err(e) = self.commit() {
-            if let Some(c) = self.state.credentials.iter_mut().find(|c| c.id == id) {
-                (c.user_name, c.user_display_name) = old;
+            if let Some(c) = self.state.credentials.get_mut(id) {
+                (c.user_name, c.user_display_name) = (old_name, old_display);
             }
             return Err(e);
         }
         Ok(true)
     }
 
-    /// Every discoverable credential, in store order.
-    pub fn all_credentials(&self) -> &[StoredCredential] {
-        &self.state.credentials
+    /// Removes every stored credential (counters and the wrapping key stay).
+    pub fn clear_credentials(&mut self) -> Result<(), StoreError> {
+        let old = std::mem::take(&mut self.state.credentials);
+        if let Err(e) = self.commit() {
+            self.state.credentials = old;
+            return Err(e);
+        }
+        Ok(())
     }
 
-    pub fn pin(&self) -> &PinState {
-        &self.state.pin
+    /// What getInfo and clientPIN may know of the PIN and UV state.
+    pub fn pin_status(&self) -> PinStatus {
+        let p = &self.state.pin;
+        PinStatus {
+            is_set: p.hash.is_some(),
+            retries: p.retries,
+            uv_retries: p.uv_retries,
+            min_pin_length: p.min_pin_length,
+            force_change: p.force_change,
+            always_uv: p.always_uv,
+        }
     }
 
-    /// Changes the PIN state and makes it durable before returning (retries are counted
-    /// down on disk before a PIN is compared, §6.5.5.5).
-    pub fn update_pin(&mut self, f: impl FnOnce(&mut PinState)) -> Result<(), StoreError> {
+    /// Whether `hash` is the PIN's LEFT(SHA-256(PIN), 16), compared in constant time.
+    /// False when no PIN is set. Spends no retry: see [`record_pin_attempt`](Self::record_pin_attempt).
+    pub fn pin_hash_matches(&self, hash: &[u8]) -> bool {
+        let Some(stored) = &self.state.pin.hash else {
+            return false;
+        };
+        stored.len() == hash.len()
+            && stored
+                .iter()
+                .zip(hash)
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0
+    }
+
+    /// minPinLength extension (CTAP 2.1 §12.4): the minimum PIN length, for the RP IDs
+    /// setMinPINLength allowed to read it.
+    pub fn min_pin_length_for(&self, rp_id: &str) -> Option<u8> {
+        let p = &self.state.pin;
+        p.min_pin_length_rp_ids
+            .iter()
+            .any(|r| r == rp_id)
+            .then_some(p.min_pin_length)
+    }
+
+    /// Sets or replaces the PIN: retries full, no change forced (setPIN, changePIN).
+    pub fn set_pin(&mut self, hash: &[u8; 16], code_points: u8) -> Result<(), StoreError> {
+        self.change_pin_state(|p| {
+            p.hash = Some(hash.to_vec());
+            p.code_points = code_points;
+            p.retries = MAX_PIN_RETRIES;
+            p.force_change = false;
+        })
+    }
+
+    /// One PIN retry spent, durably, before the PIN is compared (CTAP 2.1 §6.5.5.5):
+    /// a crash cannot give a guess back. Returns the retries left.
+    pub fn record_pin_attempt(&mut self) -> Result<u8, StoreError> {
+        self.change_pin_state(|p| p.retries = p.retries.saturating_sub(1))?;
+        Ok(self.state.pin.retries)
+    }
+
+    /// The PIN matched: the retries are full again.
+    pub fn pin_matched(&mut self) -> Result<(), StoreError> {
+        if self.state.pin.retries == MAX_PIN_RETRIES {
+            return Ok(());
+        }
+        self.change_pin_state(|p| p.retries = MAX_PIN_RETRIES)
+    }
+
+    /// Built-in UV failed: one UV retry spent. Returns the retries left.
+    pub fn record_uv_failure(&mut self) -> Result<u8, StoreError> {
+        self.change_pin_state(|p| p.uv_retries = p.uv_retries.saturating_sub(1))?;
+        Ok(self.state.pin.uv_retries)
+    }
+
+    /// Built-in UV succeeded: the UV retries are full again.
+    pub fn uv_matched(&mut self) -> Result<(), StoreError> {
+        self.set_uv_retries(MAX_UV_RETRIES)
+    }
+
+    pub fn set_uv_retries(&mut self, n: u8) -> Result<(), StoreError> {
+        if self.state.pin.uv_retries == n {
+            return Ok(());
+        }
+        self.change_pin_state(|p| p.uv_retries = n)
+    }
+
+    /// authenticatorConfig toggleAlwaysUv; returns the new value.
+    pub fn toggle_always_uv(&mut self) -> Result<bool, StoreError> {
+        self.change_pin_state(|p| p.always_uv = !p.always_uv)?;
+        Ok(self.state.pin.always_uv)
+    }
+
+    /// authenticatorConfig setMinPINLength: the new minimum, the RP IDs that may read it
+    /// (kept if `None`), and forceChangePin. A PIN shorter than the new minimum must be
+    /// changed too. Returns whether a PIN change is now forced.
+    pub fn set_min_pin_length(
+        &mut self,
+        min_pin_length: u8,
+        rp_ids: Option<Vec<String>>,
+        force_change: bool,
+    ) -> Result<bool, StoreError> {
+        let p = &self.state.pin;
+        let too_short = p.hash.is_some() && p.code_points < min_pin_length;
+        let force = force_change || too_short;
+        self.change_pin_state(|p| {
+            p.min_pin_length = min_pin_length;
+            if let Some(ids) = rp_ids {
+                p.min_pin_length_rp_ids = ids;
+            }
+            p.force_change |= force;
+        })?;
+        Ok(force)
+    }
+
+    /// Changes the PIN state and makes it durable before returning; on a failed write
+    /// memory stays as the disk has it.
+    fn change_pin_state(&mut self, f: impl FnOnce(&mut PinState)) -> Result<(), StoreError> {
         let old = self.state.pin.clone();
         f(&mut self.state.pin);
         if let Err(e) = self.commit() {
@@ -353,24 +510,26 @@ impl Store {
         Ok(())
     }
 
-    /// The current signature counter of a credential (0 if never used).
-    pub fn counter(&self, key: &CounterKey) -> u32 {
-        self.counters.get(key).copied().unwrap_or(0)
+    /// The signature counter of credential `id` (0 if never used).
+    pub fn counter(&self, id: &[u8]) -> u32 {
+        self.counters.get(&counter_key(id)).copied().unwrap_or(0)
     }
 
-    /// Increments a signature counter and makes the new value durable before returning it.
-    pub fn bump_counter(&mut self, key: &CounterKey) -> Result<u32, StoreError> {
-        let next = self.counter(key).saturating_add(1);
+    /// Increments the signature counter of credential `id` and makes the new value
+    /// durable before returning it.
+    pub fn bump_counter(&mut self, id: &[u8]) -> Result<u32, StoreError> {
+        let key = counter_key(id);
+        let next = self.counter(id).saturating_add(1);
         if let Backend::Dir { dir, counters, .. } = &mut self.backend {
             let mut rec = [0u8; COUNTER_RECORD];
-            rec[..16].copy_from_slice(key);
+            rec[..16].copy_from_slice(&key);
             rec[16..].copy_from_slice(&next.to_be_bytes());
             let path = dir.join(COUNTER_FILE);
             counters.write_all(&rec).map_err(io_err(&path))?;
             counters.sync_data().map_err(io_err(&path))?;
             self.counter_records += 1;
         }
-        self.counters.insert(*key, next);
+        self.counters.insert(key, next);
         Ok(next)
     }
 
@@ -392,6 +551,19 @@ impl Store {
         self.counter_records = 0;
         Ok(())
     }
+}
+
+/// The PIN and UV state as getInfo and clientPIN report it. The PIN hash is not here:
+/// it never leaves the store ([`Store::pin_hash_matches`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinStatus {
+    pub is_set: bool,
+    pub retries: u8,
+    pub uv_retries: u8,
+    pub min_pin_length: u8,
+    /// forcePINChange: the PIN must be changed before it is used again.
+    pub force_change: bool,
+    pub always_uv: bool,
 }
 
 fn encode_counters(counters: &HashMap<CounterKey, u32>) -> Vec<u8> {

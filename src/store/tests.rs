@@ -9,17 +9,29 @@ fn tempdir() -> PathBuf {
     ))
 }
 
-fn cred(rp: &str, user: &[u8], id: &[u8]) -> StoredCredential {
-    StoredCredential {
+fn cred(rp: &str, user: &[u8], id: &[u8]) -> Credential {
+    Credential {
         id: id.to_vec(),
         rp_id: rp.into(),
         rp_name: None,
         user_id: user.to_vec(),
         user_name: Some("alice".into()),
         user_display_name: None,
-        created: 0,
         cred_protect: 1,
+        discoverable: true,
+        private_key: None,
     }
+}
+
+fn rp_hash(rp: &str) -> [u8; 32] {
+    crate::crypto::sha256(rp.as_bytes())
+}
+
+fn ids_for(s: &Store, rp: &str) -> Vec<Vec<u8>> {
+    s.discoverable_for_rp(&rp_hash(rp))
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
 }
 
 #[test]
@@ -93,14 +105,18 @@ fn credentials_persist_replace_by_user_and_list_newest_first() {
         s.put_credential(cred("a.example", b"u1", b"id4")).unwrap();
     }
     let s = Store::open(&dir).unwrap();
-    let ids: Vec<&[u8]> = s
-        .discoverable("a.example")
-        .iter()
-        .map(|c| c.id.as_slice())
-        .collect();
-    assert_eq!(ids, vec![&b"id4"[..], b"id2"]);
+    assert_eq!(
+        ids_for(&s, "a.example"),
+        vec![b"id4".to_vec(), b"id2".to_vec()]
+    );
     assert_eq!(s.discoverable_count(), 3);
-    assert!(s.credential(b"id1").is_none());
+    assert!(s.get_credential(b"id1").is_none());
+    let rps: Vec<String> = s.rps().into_iter().map(|r| r.id).collect();
+    assert_eq!(
+        rps,
+        vec!["a.example", "b.example"],
+        "in order of first credential"
+    );
     drop(s);
     fs::remove_dir_all(&dir).unwrap();
 }
@@ -108,11 +124,11 @@ fn credentials_persist_replace_by_user_and_list_newest_first() {
 #[test]
 fn counters_persist_never_go_back_and_survive_a_torn_record() {
     let dir = tempdir();
-    let k = [9u8; 16];
+    let k: &[u8] = b"credential-id";
     {
         let mut s = Store::open(&dir).unwrap();
         for i in 1..=5 {
-            assert_eq!(s.bump_counter(&k).unwrap(), i);
+            assert_eq!(s.bump_counter(k).unwrap(), i);
         }
     }
     // A crash mid-append leaves a partial record.
@@ -123,11 +139,11 @@ fn counters_persist_never_go_back_and_survive_a_torn_record() {
     f.write_all(&[9u8; 7]).unwrap();
     drop(f);
     let mut s = Store::open(&dir).unwrap();
-    assert_eq!(s.counter(&k), 5);
-    assert_eq!(s.bump_counter(&k).unwrap(), 6);
+    assert_eq!(s.counter(k), 5);
+    assert_eq!(s.bump_counter(k).unwrap(), 6);
     drop(s);
     let s = Store::open(&dir).unwrap();
-    assert_eq!(s.counter(&k), 6);
+    assert_eq!(s.counter(k), 6);
     assert_eq!(
         fs::metadata(dir.join(COUNTER_FILE)).unwrap().len() % COUNTER_RECORD as u64,
         0
@@ -162,11 +178,10 @@ fn pin_state_delete_and_update_persist_and_reset_clears_pin() {
     let dir = tempdir();
     {
         let mut s = Store::open(&dir).unwrap();
-        s.update_pin(|p| {
-            p.hash = Some(vec![1; 16]);
-            p.retries = 5;
-        })
-        .unwrap();
+        s.set_pin(&[1; 16], 4).unwrap();
+        for left in [7, 6, 5] {
+            assert_eq!(s.record_pin_attempt().unwrap(), left);
+        }
         s.put_credential(cred("a.example", b"u1", b"id1")).unwrap();
         s.put_credential(cred("a.example", b"u2", b"id2")).unwrap();
         assert!(s.delete_credential(b"id1").unwrap());
@@ -174,12 +189,18 @@ fn pin_state_delete_and_update_persist_and_reset_clears_pin() {
         assert!(s.update_user(b"id2", Some("bob".into()), None).unwrap());
     }
     let mut s = Store::open(&dir).unwrap();
-    assert_eq!(s.pin().retries, 5);
-    assert_eq!(s.pin().hash.as_deref(), Some(&[1u8; 16][..]));
-    assert_eq!(s.all_credentials().len(), 1);
-    assert_eq!(s.all_credentials()[0].user_name.as_deref(), Some("bob"));
+    assert_eq!(s.pin_status().retries, 5);
+    assert!(s.pin_status().is_set);
+    assert!(s.pin_hash_matches(&[1; 16]));
+    assert!(!s.pin_hash_matches(&[2; 16]) && !s.pin_hash_matches(&[1; 15]));
+    assert_eq!(ids_for(&s, "a.example"), vec![b"id2".to_vec()]);
+    let c = s.get_credential(b"id2").unwrap();
+    assert_eq!(c.user_name.as_deref(), Some("bob"));
+    s.pin_matched().unwrap();
+    assert_eq!(s.pin_status().retries, 8);
     s.reset().unwrap();
-    assert_eq!(s.pin(), &PinState::default());
+    assert_eq!(s.state.pin, PinState::default());
+    assert!(!s.pin_hash_matches(&[1; 16]));
     drop(s);
     fs::remove_dir_all(&dir).unwrap();
 }
@@ -196,25 +217,144 @@ fn a_failed_write_leaves_memory_as_the_disk_has_it() {
     fs::create_dir(&blocker).unwrap();
     // Replacing u1's credential fails: id1 is still there, in its place; id3 is not.
     assert!(s.put_credential(cred("a.example", b"u1", b"id3")).is_err());
-    let ids: Vec<&[u8]> = s
-        .all_credentials()
-        .iter()
-        .map(|c| c.id.as_slice())
-        .collect();
-    assert_eq!(ids, vec![&b"id1"[..], b"id2"]);
+    assert_eq!(
+        ids_for(&s, "a.example"),
+        vec![b"id2".to_vec(), b"id1".to_vec()]
+    );
+    assert!(s.get_credential(b"id3").is_none());
     assert!(s.delete_credential(b"id2").is_err());
     assert!(s.update_user(b"id1", Some("x".into()), None).is_err());
-    assert_eq!(s.all_credentials()[0].user_name.as_deref(), Some("alice"));
-    assert!(s.update_pin(|p| p.retries = 1).is_err());
-    assert_eq!(s.pin().retries, 8);
+    let c = s.get_credential(b"id1").unwrap();
+    assert_eq!(c.user_name.as_deref(), Some("alice"));
+    assert!(s.record_pin_attempt().is_err());
+    assert_eq!(s.pin_status().retries, 8);
+    assert!(s.clear_credentials().is_err());
+    assert_eq!(s.discoverable_count(), 2);
     // Once writes work again, the next change lands on top of the unchanged state.
     fs::remove_dir(&blocker).unwrap();
     s.put_credential(cred("b.example", b"u3", b"id4")).unwrap();
     drop(s);
     let s = Store::open(&dir).unwrap();
-    let mut ids: Vec<Vec<u8>> = s.all_credentials().iter().map(|c| c.id.clone()).collect();
-    ids.sort();
-    assert_eq!(ids, vec![b"id1".to_vec(), b"id2".to_vec(), b"id4".to_vec()]);
+    assert_eq!(
+        ids_for(&s, "a.example"),
+        vec![b"id2".to_vec(), b"id1".to_vec()]
+    );
+    assert_eq!(ids_for(&s, "b.example"), vec![b"id4".to_vec()]);
+    drop(s);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A copy of a fixture store directory in a fresh temp dir.
+fn copy_fixture(name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/store")
+        .join(name);
+    let dir = tempdir();
+    create_private_dir(&dir).unwrap();
+    for f in [STORE_FILE, COUNTER_FILE] {
+        fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_store_written_by_vkey_0_1_0_opens_with_credentials_pin_and_counters() {
+    let dir = copy_fixture("v0.1.0");
+    let ids: std::collections::HashMap<String, String> = serde_json::from_str(
+        &fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/store/v0.1.0/ids.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let id = |k: &str| hex::decode(&ids[k]).unwrap();
+    let s = Store::open(&dir).unwrap();
+    assert_eq!(
+        ids_for(&s, "example.com"),
+        vec![id("user-2"), id("user-1")],
+        "newest first"
+    );
+    let c = s.get_credential(&id("user-2")).unwrap();
+    assert_eq!(c.user_id, b"user-2");
+    assert_eq!(c.cred_protect, 2);
+    assert!(c.discoverable && c.private_key.is_none());
+    assert_eq!(s.rps()[0].name.as_deref(), Some("Example"));
+    let status = s.pin_status();
+    assert!(status.is_set);
+    assert_eq!(status.retries, 7);
+    assert!(s.pin_hash_matches(&crate::pin::policy::pin_hash(b"4321abcd")));
+    assert_eq!(s.counter(&id("user-1")), 2);
+    assert_eq!(s.counter(&id("non-discoverable")), 1);
+    assert!(s.get_credential(&id("non-discoverable")).is_none());
+    drop(s);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn imported_credentials_keep_their_key_and_only_discoverable_ones_are_listed() {
+    let dir = tempdir();
+    let key = PrivateKey {
+        algorithm: crate::crypto::Algorithm::EdDsa,
+        secret: Zeroizing::new([5; 32]),
+    };
+    {
+        let mut s = Store::open(&dir).unwrap();
+        let mut plain = cred("a.example", b"u1", b"chosen-by-the-caller");
+        plain.discoverable = false;
+        plain.private_key = Some(key.clone());
+        s.put_credential(plain).unwrap();
+        // Same user, discoverable: a non-discoverable credential is not replaced.
+        s.put_credential(cred("a.example", b"u1", b"id2")).unwrap();
+        assert_eq!(s.discoverable_count(), 1);
+        assert_eq!(s.remaining_capacity(), MAX_DISCOVERABLE - 2);
+    }
+    let mut s = Store::open(&dir).unwrap();
+    let c = s.get_credential(b"chosen-by-the-caller").unwrap();
+    assert!(!c.discoverable);
+    let k = c.private_key.unwrap();
+    assert_eq!((k.algorithm, *k.secret), (key.algorithm, *key.secret));
+    assert_eq!(ids_for(&s, "a.example"), vec![b"id2".to_vec()]);
+    assert_eq!(s.rps().len(), 1);
+    // Putting the same ID again replaces it.
+    s.put_credential(cred("a.example", b"u9", b"chosen-by-the-caller"))
+        .unwrap();
+    assert_eq!(
+        ids_for(&s, "a.example"),
+        vec![b"chosen-by-the-caller".to_vec(), b"id2".to_vec()]
+    );
+    s.clear_credentials().unwrap();
+    assert_eq!(s.discoverable_count(), 0);
+    assert!(s.rps().is_empty());
+    drop(s);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pin_and_uv_operations_persist() {
+    let dir = tempdir();
+    {
+        let mut s = Store::open(&dir).unwrap();
+        assert!(
+            !s.set_min_pin_length(6, Some(vec!["a.example".into()]), false)
+                .unwrap()
+        );
+        s.set_pin(&[3; 16], 4).unwrap();
+        // The 4-character PIN is now shorter than a new minimum of 8: a change is forced.
+        assert!(s.set_min_pin_length(8, None, false).unwrap());
+        assert!(s.toggle_always_uv().unwrap());
+        assert_eq!(s.record_uv_failure().unwrap(), 7);
+        s.set_uv_retries(3).unwrap();
+    }
+    let mut s = Store::open(&dir).unwrap();
+    let p = s.pin_status();
+    assert!(p.is_set && p.force_change && p.always_uv);
+    assert_eq!((p.min_pin_length, p.uv_retries), (8, 3));
+    assert_eq!(s.min_pin_length_for("a.example"), Some(8));
+    assert_eq!(s.min_pin_length_for("b.example"), None);
+    s.uv_matched().unwrap();
+    s.set_pin(&[4; 16], 9).unwrap();
+    assert!(!s.pin_status().force_change);
+    assert_eq!(s.pin_status().uv_retries, 8);
     drop(s);
     fs::remove_dir_all(&dir).unwrap();
 }
