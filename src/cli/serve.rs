@@ -184,6 +184,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         backup_eligible: args.backup_eligible,
         backup_state: args.backup_state,
         uv: args.uv.then(|| BuiltInUv::new(args.uv_result == "pass")),
+        ..Config::default()
     };
     let auth = Authenticator::new(store, config).context("cannot initialise the authenticator")?;
     let key: Arc<dyn ExportedDevice> =

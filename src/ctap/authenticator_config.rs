@@ -1,8 +1,6 @@
 //! authenticatorConfig (0x0D), CTAP 2.1 §6.11: toggleAlwaysUv and setMinPINLength.
 //! enableEnterpriseAttestation is refused: this key does not advertise "ep".
 
-use std::time::Instant;
-
 use ciborium::Value;
 
 use super::Authenticator;
@@ -45,9 +43,13 @@ pub(super) fn authenticator_config(auth: &mut Authenticator, params: &[u8]) -> C
             message.extend_from_slice(&cbor::encode(&Value::Map(sp.clone())));
         }
         if !auth
+            .state
             .token
-            .verify(protocol, &message, &param, Instant::now())
-            || !auth.token.has_permission(Permissions::AUTHENTICATOR_CONFIG)
+            .verify(protocol, &message, &param, auth.now())
+            || !auth
+                .state
+                .token
+                .has_permission(Permissions::AUTHENTICATOR_CONFIG)
         {
             return Err(StatusCode::PinAuthInvalid);
         }
@@ -97,7 +99,7 @@ pub(super) fn authenticator_config(auth: &mut Authenticator, params: &[u8]) -> C
             // A PIN shorter than the new minimum must be changed before its next use; a
             // forced change voids the token.
             if auth.store.set_min_pin_length(new_min, rp_ids, force)? {
-                auth.token.reset();
+                auth.state.token.reset();
             }
             Ok(())
         }

@@ -2,8 +2,6 @@
 //! change the PIN, and the pinUvAuthToken (by PIN, legacy or with permissions, or by
 //! built-in UV).
 
-use std::time::Instant;
-
 use ciborium::Value;
 
 use super::Authenticator;
@@ -60,7 +58,10 @@ pub(super) fn client_pin(
         GET_PIN_RETRIES => Ok(Some(
             MapBuilder::new()
                 .int(0x03, Value::Integer(auth.store.pin_status().retries.into()))
-                .int(0x04, auth.pin_failures >= MAX_CONSECUTIVE_PIN_FAILURES)
+                .int(
+                    0x04,
+                    auth.state.pin_failures >= MAX_CONSECUTIVE_PIN_FAILURES,
+                )
                 .build(),
         )),
         GET_KEY_AGREEMENT => {
@@ -194,7 +195,7 @@ fn change_pin(auth: &mut Authenticator, p: &Params) -> CtapResult<()> {
     }
     auth.store.set_pin(&hash, code_points)?;
     // Tokens issued under the old PIN are void.
-    auth.token.reset();
+    auth.state.token.reset();
     tracing::info!("PIN changed");
     Ok(())
 }
@@ -207,7 +208,7 @@ fn check_pin_usable(auth: &Authenticator) -> CtapResult<()> {
     if auth.store.pin_status().retries == 0 {
         return Err(StatusCode::PinBlocked);
     }
-    if auth.pin_failures >= MAX_CONSECUTIVE_PIN_FAILURES {
+    if auth.state.pin_failures >= MAX_CONSECUTIVE_PIN_FAILURES {
         return Err(StatusCode::PinAuthBlocked);
     }
     Ok(())
@@ -226,17 +227,17 @@ fn verify_pin_hash(
     if !given.is_some_and(|g| auth.store.pin_hash_matches(&g)) {
         // A wrong PIN makes the platform start over with a new key agreement.
         *auth.key_agreement(protocol) = crate::pin::KeyAgreement::new();
-        auth.pin_failures = auth.pin_failures.saturating_add(1);
+        auth.state.pin_failures = auth.state.pin_failures.saturating_add(1);
         if retries == 0 {
             tracing::warn!("PIN blocked: reset the key to use it again");
             return Err(StatusCode::PinBlocked);
         }
-        if auth.pin_failures >= MAX_CONSECUTIVE_PIN_FAILURES {
+        if auth.state.pin_failures >= MAX_CONSECUTIVE_PIN_FAILURES {
             return Err(StatusCode::PinAuthBlocked);
         }
         return Err(StatusCode::PinInvalid);
     }
-    auth.pin_failures = 0;
+    auth.state.pin_failures = 0;
     auth.store.pin_matched()?;
     Ok(())
 }
@@ -259,12 +260,13 @@ fn token_using_pin(
         return Err(StatusCode::PinPolicyViolation);
     }
     // A PIN proves the user, not their presence: makeCredential still wants a touch.
-    auth.token
-        .begin_using(protocol, perms, rp_id, false, true, Instant::now());
+    auth.state
+        .token
+        .begin_using(protocol, perms, rp_id, false, true, auth.now());
     Ok(MapBuilder::new()
         .int(
             0x02,
-            Value::Bytes(protocol.encrypt(&shared, auth.token.value())),
+            Value::Bytes(protocol.encrypt(&shared, auth.state.token.value())),
         )
         .build())
 }
@@ -281,12 +283,13 @@ fn token_using_uv(auth: &mut Authenticator, p: &Params, ctx: &RequestContext) ->
     let perms = permissions_of(p)?;
     let shared = shared_secret(auth, protocol, p)?;
     auth.perform_builtin_uv(ctx, "verify the user (built-in UV)")?;
-    auth.token
-        .begin_using(protocol, perms, p.rp_id.clone(), true, true, Instant::now());
+    auth.state
+        .token
+        .begin_using(protocol, perms, p.rp_id.clone(), true, true, auth.now());
     Ok(MapBuilder::new()
         .int(
             0x02,
-            Value::Bytes(protocol.encrypt(&shared, auth.token.value())),
+            Value::Bytes(protocol.encrypt(&shared, auth.state.token.value())),
         )
         .build())
 }

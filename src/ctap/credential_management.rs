@@ -4,13 +4,13 @@
 //! an RP-bound token acts only on its RP.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
 
 use ciborium::Value;
 
 use super::Authenticator;
 use super::cbor::{self, MapBuilder, RequestMap, read};
 use super::params::{CredentialDescriptor, UserEntity};
+use super::runtime::StatefulCommand;
 use super::status::{CtapResult, StatusCode};
 use crate::crypto;
 use crate::pin::{Permissions, Protocol};
@@ -24,27 +24,11 @@ const ENUMERATE_CREDENTIALS_NEXT: u64 = 0x05;
 const DELETE_CREDENTIAL: u64 = 0x06;
 const UPDATE_USER_INFORMATION: u64 = 0x07;
 
-/// An enumeration is valid only right after its begin (or previous next) and for 30 s.
-const ENUMERATION_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub enum EnumerationState {
-    Rps {
-        remaining: VecDeque<RpInfo>,
-        deadline: Instant,
-    },
-    Credentials {
-        remaining: VecDeque<Vec<u8>>,
-        deadline: Instant,
-    },
-}
-
 pub(super) fn credential_management(
     auth: &mut Authenticator,
     params: &[u8],
+    enumeration: Option<StatefulCommand>,
 ) -> CtapResult<Option<Value>> {
-    // §6.8: an enumeration survives only while its GetNext subcommands follow each
-    // other. Taken here, so any other subcommand (or a malformed request) ends it.
-    let enumeration = auth.enumeration.take();
     if params.is_empty() {
         return Err(StatusCode::MissingParameter);
     }
@@ -76,9 +60,11 @@ pub(super) fn credential_management(
         message.extend_from_slice(&cbor::encode(sp));
     }
     if !auth
+        .state
         .token
-        .verify(protocol, &message, &param, Instant::now())
+        .verify(protocol, &message, &param, auth.now())
         || !auth
+            .state
             .token
             .has_permission(Permissions::CREDENTIAL_MANAGEMENT)
     {
@@ -107,17 +93,16 @@ pub(super) fn credential_management(
             let mut remaining: VecDeque<_> = rps.into();
             let first = remaining.pop_front().ok_or(StatusCode::NoCredentials)?;
             if !remaining.is_empty() {
-                auth.enumeration = Some(EnumerationState::Rps {
-                    remaining,
-                    deadline: Instant::now() + ENUMERATION_TIMEOUT,
-                });
+                let now = auth.now();
+                auth.state
+                    .begin_stateful(StatefulCommand::EnumerateRps(remaining), now);
             }
             Ok(Some(rp_response(&first, Some(total))))
         }
         ENUMERATE_CREDENTIALS_BEGIN => {
             let sp = sp.as_mut().ok_or(StatusCode::MissingParameter)?;
             let rp_id_hash = read::bytes(read::required(sp.take(0x01))?)?;
-            if let Some(bound) = auth.token.rp_id()
+            if let Some(bound) = auth.state.token.rp_id()
                 && crypto::sha256(bound.as_bytes())[..] != rp_id_hash[..]
             {
                 return Err(StatusCode::PinAuthInvalid);
@@ -130,10 +115,9 @@ pub(super) fn credential_management(
             let mut remaining: VecDeque<Vec<u8>> = creds.into_iter().map(|c| c.id).collect();
             let first = remaining.pop_front().ok_or(StatusCode::NoCredentials)?;
             if !remaining.is_empty() {
-                auth.enumeration = Some(EnumerationState::Credentials {
-                    remaining,
-                    deadline: Instant::now() + ENUMERATION_TIMEOUT,
-                });
+                let now = auth.now();
+                auth.state
+                    .begin_stateful(StatefulCommand::EnumerateCredentials(remaining), now);
             }
             credential_response(auth, &first, Some(total)).map(Some)
         }
@@ -146,7 +130,7 @@ pub(super) fn credential_management(
                 .filter(|c| c.discoverable)
                 .map(|c| c.rp_id)
                 .ok_or(StatusCode::NoCredentials)?;
-            if !auth.token.allows_rp(&rp_id) {
+            if !auth.state.token.allows_rp(&rp_id) {
                 return Err(StatusCode::PinAuthInvalid);
             }
             auth.store.delete_credential(&d.id)?;
@@ -161,7 +145,7 @@ pub(super) fn credential_management(
                 .get_credential(&d.id)
                 .filter(|c| c.discoverable)
                 .ok_or(StatusCode::NoCredentials)?;
-            if !auth.token.allows_rp(&c.rp_id) {
+            if !auth.state.token.allows_rp(&c.rp_id) {
                 return Err(StatusCode::PinAuthInvalid);
             }
             // The user handle is the account's identity: it cannot change.
@@ -178,7 +162,7 @@ pub(super) fn credential_management(
 
 /// getCredsMetadata and enumerateRPs need a token that is not bound to one RP.
 fn require_unbound(auth: &Authenticator) -> CtapResult<()> {
-    if auth.token.rp_id().is_some() {
+    if auth.state.token.rp_id().is_some() {
         Err(StatusCode::PinAuthInvalid)
     } else {
         Ok(())
@@ -229,44 +213,28 @@ fn credential_response(auth: &Authenticator, id: &[u8], total: Option<usize>) ->
         .build())
 }
 
-fn next_rp(auth: &mut Authenticator, state: Option<EnumerationState>) -> CtapResult<Value> {
-    let Some(EnumerationState::Rps {
-        mut remaining,
-        deadline,
-    }) = state
-    else {
+fn next_rp(auth: &mut Authenticator, state: Option<StatefulCommand>) -> CtapResult<Value> {
+    let Some(StatefulCommand::EnumerateRps(mut remaining)) = state else {
         return Err(StatusCode::NotAllowed);
     };
-    if Instant::now() > deadline {
-        return Err(StatusCode::NotAllowed);
-    }
     let rp = remaining.pop_front().ok_or(StatusCode::NotAllowed)?;
     if !remaining.is_empty() {
-        auth.enumeration = Some(EnumerationState::Rps {
-            remaining,
-            deadline: Instant::now() + ENUMERATION_TIMEOUT,
-        });
+        let now = auth.now();
+        auth.state
+            .begin_stateful(StatefulCommand::EnumerateRps(remaining), now);
     }
     Ok(rp_response(&rp, None))
 }
 
-fn next_credential(auth: &mut Authenticator, state: Option<EnumerationState>) -> CtapResult<Value> {
-    let Some(EnumerationState::Credentials {
-        mut remaining,
-        deadline,
-    }) = state
-    else {
+fn next_credential(auth: &mut Authenticator, state: Option<StatefulCommand>) -> CtapResult<Value> {
+    let Some(StatefulCommand::EnumerateCredentials(mut remaining)) = state else {
         return Err(StatusCode::NotAllowed);
     };
-    if Instant::now() > deadline {
-        return Err(StatusCode::NotAllowed);
-    }
     let id = remaining.pop_front().ok_or(StatusCode::NotAllowed)?;
     if !remaining.is_empty() {
-        auth.enumeration = Some(EnumerationState::Credentials {
-            remaining,
-            deadline: Instant::now() + ENUMERATION_TIMEOUT,
-        });
+        let now = auth.now();
+        auth.state
+            .begin_stateful(StatefulCommand::EnumerateCredentials(remaining), now);
     }
     credential_response(auth, &id, None)
 }

@@ -34,15 +34,10 @@ pub(super) fn dispatch(
     const CONFIG: u8 = CommandCode::Config as u8;
     const CM_PREVIEW: u8 = CommandCode::CredentialManagementPreview as u8;
 
-    // §6.3: getNextAssertion state survives only until a command of another kind.
-    if cmd != GNA {
-        auth.next_assertion = None;
-    }
-    // §6.8: any other command ends a credentialManagement enumeration (which subcommands
-    // keep it is credential_management's business).
-    if !matches!(cmd, CM | CM_PREVIEW) {
-        auth.enumeration = None;
-    }
+    // §6.3, §6.8: every command ends the stateful command in progress; the one that
+    // continues it (getNextAssertion, a credentialManagement GetNext) gets it here and
+    // starts it again.
+    let stateful = auth.state.take_stateful(auth.now());
     match cmd {
         MC => make_credential::make_credential(auth, params, ctx).map(Some),
         GA => get_assertion::get_assertion(auth, params, ctx).map(Some),
@@ -55,8 +50,8 @@ pub(super) fn dispatch(
         }
         PIN => client_pin::client_pin(auth, params, ctx),
         RESET => reset::reset(auth, params, ctx).map(|()| None),
-        GNA => get_next_assertion::get_next_assertion(auth, params).map(Some),
-        CM | CM_PREVIEW => credential_management::credential_management(auth, params),
+        GNA => get_next_assertion::get_next_assertion(auth, params, stateful).map(Some),
+        CM | CM_PREVIEW => credential_management::credential_management(auth, params, stateful),
         SEL => selection::selection(auth, params, ctx).map(|()| None),
         CONFIG => authenticator_config::authenticator_config(auth, params).map(|()| None),
         _ => Err(StatusCode::InvalidCommand),

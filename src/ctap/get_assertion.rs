@@ -1,7 +1,6 @@
 //! authenticatorGetAssertion (0x02), CTAP 2.1 §6.2.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use ciborium::Value;
 
@@ -9,9 +8,10 @@ use super::Authenticator;
 use super::auth_data::{self, FLAG_UP, FLAG_UV};
 use super::cbor::{MapBuilder, RequestMap, read};
 use super::credential_id::CredentialSource;
-use super::get_next_assertion::{NEXT_ASSERTION_TIMEOUT, NextAssertionState};
+use super::get_next_assertion::PendingAssertions;
 use super::params::{CredentialDescriptor, Options};
 use super::presence::RequestContext;
+use super::runtime::StatefulCommand;
 use super::status::{CtapResult, StatusCode};
 use super::user_verification::{Operation, UvRequest};
 use crate::crypto;
@@ -88,7 +88,7 @@ pub(super) fn get_assertion(
     if up {
         auth.presence_for(&v, ctx, &format!("sign in to {rp_id}"))?;
         if v.token {
-            auth.token.consume();
+            auth.state.token.consume();
         }
     }
     let flags = if up { FLAG_UP } else { 0 } | if v.uv { FLAG_UV } else { 0 } | auth.backup_flags();
@@ -107,13 +107,15 @@ pub(super) fn get_assertion(
         count > 1,
     )?;
     if !ids.is_empty() {
-        auth.next_assertion = Some(NextAssertionState {
+        let pending = PendingAssertions {
             rp_id_hash,
             client_data_hash,
             flags,
             remaining: ids,
-            deadline: Instant::now() + NEXT_ASSERTION_TIMEOUT,
-        });
+        };
+        let now = auth.now();
+        auth.state
+            .begin_stateful(StatefulCommand::GetNextAssertion(pending), now);
     }
     Ok(resp)
 }

@@ -136,7 +136,7 @@ pub(super) fn make_credential(
 
     // Step 15: the token's presence and verification are used up.
     if v.token {
-        auth.token.consume();
+        auth.state.token.consume();
     }
 
     // Step 19: authenticator data and attestation statement.

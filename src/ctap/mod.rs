@@ -20,6 +20,7 @@ mod make_credential;
 mod params;
 pub mod presence;
 mod reset;
+mod runtime;
 mod selection;
 pub mod status;
 mod user_verification;
@@ -29,14 +30,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 pub use presence::{Presence, PresenceMode, RequestContext, RequestHandle};
+pub use runtime::{Clock, FakeClock, SystemClock};
 pub use status::{CtapResult, StatusCode};
 
 use crate::crypto::attestation::Attestation;
-use crate::pin::{KeyAgreement, PinUvAuthToken, Protocol};
+use crate::pin::{KeyAgreement, Protocol};
 use crate::store::{AttestationMaterial, Store, StoreError};
 use credential_id::CredentialSource;
-use credential_management::EnumerationState;
-use get_next_assertion::NextAssertionState;
+use runtime::RuntimeState;
 
 /// The vkey AAGUID (WebAuthn §6.1: identifies the authenticator model). Fixed for every
 /// vkey so that relying parties can recognise it; generated once, at random.
@@ -91,6 +92,8 @@ pub struct Config {
     pub backup_state: bool,
     /// Built-in user verification (`vkey serve --uv`), or none.
     pub uv: Option<BuiltInUv>,
+    /// The time for token timers, the reset window and stateful commands.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for Config {
@@ -101,6 +104,7 @@ impl Default for Config {
             backup_eligible: false,
             backup_state: false,
             uv: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -148,16 +152,8 @@ pub struct Authenticator {
     store: Store,
     config: Config,
     attestation: Option<Attestation>,
-    /// When the current USB session began: authenticatorReset is allowed for 10 s after.
-    powered_up: Instant,
-    next_assertion: Option<NextAssertionState>,
-    /// Key agreement keys of PIN/UV auth protocols 1 and 2, new at every power-up.
-    key_agreement: [KeyAgreement; 2],
-    token: PinUvAuthToken,
-    /// Wrong PINs in a row since power-up; at 3, PIN use is blocked until power cycle.
-    pin_failures: u8,
-    /// credentialManagement enumeration in progress.
-    enumeration: Option<EnumerationState>,
+    /// What a power cycle clears.
+    state: RuntimeState,
 }
 
 impl Authenticator {
@@ -178,16 +174,12 @@ impl Authenticator {
                 a
             }
         };
+        let state = RuntimeState::new(config.clock.now());
         Ok(Authenticator {
             store,
             config,
             attestation: Some(attestation),
-            powered_up: Instant::now(),
-            next_assertion: None,
-            key_agreement: [KeyAgreement::new(), KeyAgreement::new()],
-            token: PinUvAuthToken::new(),
-            pin_failures: 0,
-            enumeration: None,
+            state,
         })
     }
 
@@ -202,19 +194,11 @@ impl Authenticator {
 
     /// Power-up: a new USB session began (USB/IP import). Volatile state starts over.
     pub fn power_up(&mut self) {
-        self.power_up_at(Instant::now());
+        self.state = RuntimeState::new(self.now());
     }
 
-    /// [`power_up`](Self::power_up) at a given instant (tests move the reset window).
-    pub fn power_up_at(&mut self, t: Instant) {
-        self.powered_up = t;
-        self.next_assertion = None;
-        self.enumeration = None;
-        // §6.5.6 initialize(): new key agreement keys, no token; the PIN_AUTH_BLOCKED
-        // state ends with the power cycle.
-        self.key_agreement = [KeyAgreement::new(), KeyAgreement::new()];
-        self.token.reset();
-        self.pin_failures = 0;
+    fn now(&self) -> Instant {
+        self.config.clock.now()
     }
 
     /// Whether a PIN is set.
@@ -228,7 +212,7 @@ impl Authenticator {
     }
 
     fn key_agreement(&mut self, p: Protocol) -> &mut KeyAgreement {
-        &mut self.key_agreement[p.index()]
+        &mut self.state.key_agreement[p.index()]
     }
 
     /// Processes one CTAPHID_CBOR message: command byte + CBOR parameters. Returns the

@@ -1,7 +1,7 @@
 //! authenticatorReset (0x07), CTAP 2.1 §6.6: only within 10 s of power-up (for us: of
 //! the USB/IP import), after a touch; wipes credentials and secrets.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Authenticator;
 use super::presence::RequestContext;
@@ -17,7 +17,7 @@ pub(super) fn reset(
     if !params.is_empty() {
         return Err(StatusCode::InvalidLength);
     }
-    if Instant::now().saturating_duration_since(auth.powered_up) > RESET_WINDOW {
+    if auth.now().saturating_duration_since(auth.state.powered_up) > RESET_WINDOW {
         return Err(StatusCode::NotAllowed);
     }
     auth.user_presence(ctx, "reset the key (erases every credential)")?;
@@ -25,8 +25,9 @@ pub(super) fn reset(
         tracing::error!("reset failed: {e}");
         StatusCode::Other
     })?;
-    // Volatile PIN/UV state goes with the PIN: token, failures, key agreement keys.
-    auth.power_up_at(auth.powered_up);
+    // Volatile PIN/UV state goes with the PIN: token, failures, key agreement keys. The
+    // reset window stays as it was.
+    auth.state = super::runtime::RuntimeState::new(auth.state.powered_up);
     tracing::info!("authenticator reset");
     Ok(())
 }

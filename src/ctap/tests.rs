@@ -15,6 +15,16 @@ fn auth() -> Authenticator {
     auth_with(Config::default())
 }
 
+/// A key whose time moves only when the test moves it.
+fn auth_with_clock(config: Config) -> (Authenticator, FakeClock) {
+    let clock = FakeClock::default();
+    let a = auth_with(Config {
+        clock: std::sync::Arc::new(clock.clone()),
+        ..config
+    });
+    (a, clock)
+}
+
 fn call(a: &mut Authenticator, req: &[u8]) -> Result<Value, u8> {
     let (ctx, _h) = RequestContext::new();
     let resp = a.process(req, &ctx);
@@ -303,7 +313,7 @@ fn exclude_list_with_our_credential_is_excluded_after_presence() {
 
 #[test]
 fn discoverable_credentials_newest_first_with_get_next_assertion() {
-    let mut a = auth();
+    let (mut a, clock) = auth_with_clock(Config::default());
     let (id1, _) = make(&mut a, "example.com", b"user1", -7, true);
     let (id2, k2) = make(&mut a, "example.com", b"user2", -8, true);
     make(&mut a, "other.example", b"user1", -7, true);
@@ -327,9 +337,12 @@ fn discoverable_credentials_newest_first_with_get_next_assertion() {
     call(&mut a, &ga_request("example.com", &[], None)).unwrap();
     call(&mut a, &[0x04]).unwrap();
     assert_eq!(call(&mut a, &[0x08]), Err(0x30));
-    // And it expires after 30 s.
+    // And it expires 30 s after the last step.
     call(&mut a, &ga_request("example.com", &[], None)).unwrap();
-    a.next_assertion.as_mut().unwrap().deadline = Instant::now() - Duration::from_secs(1);
+    clock.advance(Duration::from_secs(30));
+    call(&mut a, &[0x08]).unwrap();
+    call(&mut a, &ga_request("example.com", &[], None)).unwrap();
+    clock.advance(Duration::from_secs(31));
     assert_eq!(call(&mut a, &[0x08]), Err(0x30));
 }
 
@@ -377,12 +390,15 @@ fn silent_assertion_needs_no_presence() {
 
 #[test]
 fn reset_only_within_ten_seconds_of_power_up_and_wipes() {
-    let mut a = auth();
+    let (mut a, clock) = auth_with_clock(Config::default());
     let (id, _) = make(&mut a, "example.com", b"u", -7, false);
     make(&mut a, "example.com", b"u2", -7, true);
-    a.power_up_at(Instant::now() - Duration::from_secs(11));
+    clock.advance(Duration::from_secs(10));
+    a.power_up();
+    clock.advance(Duration::from_secs(11));
     assert_eq!(call(&mut a, &[0x07]), Err(0x30));
     a.power_up();
+    clock.advance(Duration::from_secs(10));
     assert_eq!(call(&mut a, &[0x07]), Ok(Value::Null));
     assert_eq!(
         call(&mut a, &ga_request("example.com", &[], None)),
@@ -437,7 +453,7 @@ fn attestation_formats_and_backup_flags() {
 fn reset_voids_pin_and_token_state() {
     let mut a = auth();
     a.store.set_pin(&[1; 16], 4).unwrap();
-    a.token.begin_using(
+    a.state.token.begin_using(
         crate::pin::Protocol::Two,
         crate::pin::Permissions::MAKE_CREDENTIAL,
         None,
@@ -445,14 +461,15 @@ fn reset_voids_pin_and_token_state() {
         true,
         Instant::now(),
     );
-    a.pin_failures = 3;
+    a.state.pin_failures = 3;
     assert_eq!(call(&mut a, &[0x07]), Ok(Value::Null));
     assert!(!a.pin_is_set());
     assert!(
-        !a.token
+        !a.state
+            .token
             .has_permission(crate::pin::Permissions::MAKE_CREDENTIAL)
     );
-    assert_eq!(a.pin_failures, 0);
+    assert_eq!(a.state.pin_failures, 0);
     // A PIN-protected key refuses a discoverable credential without a token...
     a.store.set_pin(&[1; 16], 4).unwrap();
     assert_eq!(
@@ -520,4 +537,59 @@ fn imported_credentials_with_their_own_key_sign_assertions() {
         text_member(member(&g, 4).unwrap(), "id"),
         Some(&b(b"caller-chosen-2"))
     );
+}
+
+/// Gives the key a pinUvAuthToken (protocol 2) with `permissions`, as clientPIN would.
+fn grant_token(a: &mut Authenticator, permissions: u64) -> [u8; 32] {
+    let perms = crate::pin::Permissions::from_request(permissions).unwrap();
+    let now = a.now();
+    a.state
+        .token
+        .begin_using(crate::pin::Protocol::Two, perms, None, false, true, now);
+    *a.state.token.value()
+}
+
+/// A credentialManagement request authenticated with `token`.
+fn cm_request(sub: u8, sub_params: Option<Value>, token: &[u8; 32]) -> Vec<u8> {
+    let mut message = vec![sub];
+    let mut m = vec![(i(1), i(sub.into()))];
+    if let Some(sp) = sub_params {
+        message.extend_from_slice(&cbor::encode(&sp));
+        m.push((i(2), sp));
+    }
+    let param = crate::pin::Protocol::Two.authenticate(token, &message);
+    m.extend([(i(3), i(2)), (i(4), b(&param))]);
+    let mut req = vec![0x0a];
+    req.extend_from_slice(&cbor::encode(&Value::Map(m)));
+    req
+}
+
+#[test]
+fn credential_enumerations_end_30_s_after_their_last_step_or_at_another_command() {
+    let (mut a, clock) = auth_with_clock(Config::default());
+    for rp in ["a.example", "b.example", "c.example"] {
+        make(&mut a, rp, b"u1", -7, true);
+        make(&mut a, rp, b"u2", -7, true);
+    }
+    let token = grant_token(&mut a, 0x04);
+    let r = call(&mut a, &cm_request(0x02, None, &token)).unwrap();
+    assert_eq!(member(&r, 5), Some(&i(3)), "totalRPs");
+    clock.advance(Duration::from_secs(30));
+    call(&mut a, &[0x0a, 0xa1, 0x01, 0x03]).unwrap();
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(call(&mut a, &[0x0a, 0xa1, 0x01, 0x03]), Err(0x30));
+
+    let hash = crate::crypto::sha256(b"a.example");
+    let sp = map(vec![(i(1), b(&hash))]);
+    let r = call(&mut a, &cm_request(0x04, Some(sp.clone()), &token)).unwrap();
+    assert_eq!(member(&r, 9), Some(&i(2)), "totalCredentials");
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(call(&mut a, &[0x0a, 0xa1, 0x01, 0x05]), Err(0x30));
+    // Another command in between ends it, and so does the other kind of GetNext.
+    call(&mut a, &cm_request(0x04, Some(sp.clone()), &token)).unwrap();
+    call(&mut a, &[0x04]).unwrap();
+    assert_eq!(call(&mut a, &[0x0a, 0xa1, 0x01, 0x05]), Err(0x30));
+    call(&mut a, &cm_request(0x04, Some(sp), &token)).unwrap();
+    assert_eq!(call(&mut a, &[0x0a, 0xa1, 0x01, 0x03]), Err(0x30));
+    assert_eq!(call(&mut a, &[0x08]), Err(0x30));
 }

@@ -3,8 +3,6 @@
 //! "uv" option with built-in UV, alwaysUv and makeCredUvNotRqd. One place, so the two
 //! commands cannot drift apart.
 
-use std::time::Instant;
-
 use super::Authenticator;
 use super::presence::RequestContext;
 use super::status::{CtapResult, StatusCode};
@@ -95,15 +93,16 @@ impl Authenticator {
                 Operation::GetAssertion => Permissions::GET_ASSERTION,
             };
             if !self
+                .state
                 .token
-                .verify(protocol, req.client_data_hash, param, Instant::now())
-                || !self.token.has_permission(permission)
-                || !self.token.allows_rp(req.rp_id)
-                || !self.token.user_verified()
+                .verify(protocol, req.client_data_hash, param, self.now())
+                || !self.state.token.has_permission(permission)
+                || !self.state.token.allows_rp(req.rp_id)
+                || !self.state.token.user_verified()
             {
                 return Err(StatusCode::PinAuthInvalid);
             }
-            self.token.bind_rp_id(req.rp_id);
+            self.state.token.bind_rp_id(req.rp_id);
             return Ok(Verification {
                 uv: true,
                 token: true,
@@ -133,7 +132,7 @@ impl Authenticator {
         ctx: &RequestContext,
         what: &str,
     ) -> CtapResult<()> {
-        if v.builtin || (v.token && self.token.user_present()) {
+        if v.builtin || (v.token && self.state.token.user_present()) {
             return Ok(());
         }
         self.user_presence(ctx, what)
