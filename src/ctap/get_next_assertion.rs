@@ -4,18 +4,15 @@
 
 use std::collections::VecDeque;
 
-use ciborium::Value;
-
 use super::Authenticator;
-use super::get_assertion::assertion;
+use super::cbor::no_parameters;
+use super::get_assertion::{AssertionContext, GetAssertionResponse, assertion};
 use super::runtime::StatefulCommand;
 use super::status::{CtapResult, StatusCode};
 
 /// What getNextAssertion needs from the getAssertion that found several credentials.
 pub struct PendingAssertions {
-    pub rp_id_hash: [u8; 32],
-    pub client_data_hash: Vec<u8>,
-    pub flags: u8,
+    pub context: AssertionContext,
     pub remaining: VecDeque<Vec<u8>>,
 }
 
@@ -23,10 +20,8 @@ pub(super) fn get_next_assertion(
     auth: &mut Authenticator,
     params: &[u8],
     stateful: Option<StatefulCommand>,
-) -> CtapResult<Value> {
-    if !params.is_empty() {
-        return Err(StatusCode::InvalidLength);
-    }
+) -> CtapResult<GetAssertionResponse> {
+    no_parameters(params)?;
     let Some(StatefulCommand::GetNextAssertion(mut pending)) = stateful else {
         return Err(StatusCode::NotAllowed);
     };
@@ -34,15 +29,7 @@ pub(super) fn get_next_assertion(
         .remaining
         .pop_front()
         .ok_or(StatusCode::NotAllowed)?;
-    let resp = assertion(
-        auth,
-        &pending.rp_id_hash,
-        &pending.client_data_hash,
-        pending.flags,
-        &id,
-        None,
-        true,
-    )?;
+    let resp = assertion(auth, &pending.context, &id)?;
     if !pending.remaining.is_empty() {
         let now = auth.now();
         auth.state

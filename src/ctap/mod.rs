@@ -4,7 +4,10 @@
 //! takes a CTAP command byte followed by its CBOR parameters and returns the status
 //! byte followed by the CBOR response. It knows nothing of USB or CTAPHID; what it needs
 //! from the transport while a command runs (CANCEL, the UPNEEDED keepalive status) goes
-//! through a [`RequestContext`]. One file per CTAP command.
+//! through a [`RequestContext`]. One file per CTAP command, each with its request type
+//! (parsed once, with the exact status for each problem) and its response type
+//! (encoded once, canonically); extensions in `extensions/`, one module each; what a
+//! power cycle clears in `runtime`.
 
 mod auth_data;
 mod authenticator_config;
@@ -13,6 +16,7 @@ mod client_pin;
 mod credential_id;
 mod credential_management;
 mod dispatcher;
+mod extensions;
 mod get_assertion;
 mod get_info;
 mod get_next_assertion;

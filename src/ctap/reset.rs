@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use super::Authenticator;
+use super::cbor::no_parameters;
 use super::presence::RequestContext;
+use super::runtime::RuntimeState;
 use super::status::{CtapResult, StatusCode};
 
 pub const RESET_WINDOW: Duration = Duration::from_secs(10);
@@ -14,20 +16,15 @@ pub(super) fn reset(
     params: &[u8],
     ctx: &RequestContext,
 ) -> CtapResult<()> {
-    if !params.is_empty() {
-        return Err(StatusCode::InvalidLength);
-    }
+    no_parameters(params)?;
     if auth.now().saturating_duration_since(auth.state.powered_up) > RESET_WINDOW {
         return Err(StatusCode::NotAllowed);
     }
     auth.user_presence(ctx, "reset the key (erases every credential)")?;
-    auth.store.reset().map_err(|e| {
-        tracing::error!("reset failed: {e}");
-        StatusCode::Other
-    })?;
+    auth.store.reset()?;
     // Volatile PIN/UV state goes with the PIN: token, failures, key agreement keys. The
     // reset window stays as it was.
-    auth.state = super::runtime::RuntimeState::new(auth.state.powered_up);
+    auth.state = RuntimeState::new(auth.state.powered_up);
     tracing::info!("authenticator reset");
     Ok(())
 }

@@ -2,16 +2,15 @@
 //! the key they want to use.
 
 use super::Authenticator;
+use super::cbor::no_parameters;
 use super::presence::RequestContext;
-use super::status::{CtapResult, StatusCode};
+use super::status::CtapResult;
 
 pub(super) fn selection(
     auth: &mut Authenticator,
     params: &[u8],
     ctx: &RequestContext,
 ) -> CtapResult<()> {
-    if !params.is_empty() {
-        return Err(StatusCode::InvalidLength);
-    }
+    no_parameters(params)?;
     auth.user_presence(ctx, "select this key")
 }

@@ -541,11 +541,16 @@ fn imported_credentials_with_their_own_key_sign_assertions() {
 
 /// Gives the key a pinUvAuthToken (protocol 2) with `permissions`, as clientPIN would.
 fn grant_token(a: &mut Authenticator, permissions: u64) -> [u8; 32] {
+    grant_rp_token(a, permissions, None)
+}
+
+fn grant_rp_token(a: &mut Authenticator, permissions: u64, rp: Option<&str>) -> [u8; 32] {
     let perms = crate::pin::Permissions::from_request(permissions).unwrap();
     let now = a.now();
+    let rp = rp.map(str::to_string);
     a.state
         .token
-        .begin_using(crate::pin::Protocol::Two, perms, None, false, true, now);
+        .begin_using(crate::pin::Protocol::Two, perms, rp, false, true, now);
     *a.state.token.value()
 }
 
@@ -592,4 +597,57 @@ fn credential_enumerations_end_30_s_after_their_last_step_or_at_another_command(
     call(&mut a, &cm_request(0x04, Some(sp), &token)).unwrap();
     assert_eq!(call(&mut a, &[0x0a, 0xa1, 0x01, 0x03]), Err(0x30));
     assert_eq!(call(&mut a, &[0x08]), Err(0x30));
+}
+
+#[test]
+fn authorize_checks_the_token_timer_on_the_key_clock() {
+    let (mut a, clock) = auth_with_clock(Config::default());
+    // Unused for 30 s: expired.
+    let token = grant_token(&mut a, 0x04);
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(call(&mut a, &cm_request(0x01, None, &token)), Err(0x33));
+    // Used at once: lives for the 10 min maximum usage period.
+    let token = grant_token(&mut a, 0x04);
+    call(&mut a, &cm_request(0x01, None, &token)).unwrap();
+    clock.advance(Duration::from_secs(599));
+    call(&mut a, &cm_request(0x01, None, &token)).unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(call(&mut a, &cm_request(0x01, None, &token)), Err(0x33));
+}
+
+#[test]
+fn authorize_checks_permission_and_rp_scope() {
+    let mut a = auth();
+    make(&mut a, "a.example", b"u1", -7, true);
+    // A token bound to a.example: no metadata or RP list (every RP), only its own RP.
+    let token = grant_rp_token(&mut a, 0x04, Some("a.example"));
+    assert_eq!(call(&mut a, &cm_request(0x01, None, &token)), Err(0x33));
+    assert_eq!(call(&mut a, &cm_request(0x02, None, &token)), Err(0x33));
+    let other = map(vec![(i(1), b(&crate::crypto::sha256(b"b.example")))]);
+    assert_eq!(
+        call(&mut a, &cm_request(0x04, Some(other), &token)),
+        Err(0x33)
+    );
+    let own = map(vec![(i(1), b(&crate::crypto::sha256(b"a.example")))]);
+    call(&mut a, &cm_request(0x04, Some(own), &token)).unwrap();
+    // Without the cm permission, nothing.
+    let token = grant_token(&mut a, 0x01);
+    assert_eq!(call(&mut a, &cm_request(0x01, None, &token)), Err(0x33));
+    // makeCredential binds an unbound token to its RP.
+    let token = grant_token(&mut a, 0x03);
+    let mc = |rp: &str| {
+        let mut req = mc_request(rp, b"u", -7, false, &[]);
+        let mut m = cbor::decode(&req[1..]).unwrap().into_map().unwrap();
+        let param = crate::pin::Protocol::Two.authenticate(&token, &CDH);
+        m.extend([(i(8), b(&param)), (i(9), i(2))]);
+        req.truncate(1);
+        req.extend_from_slice(&cbor::encode(&Value::Map(m)));
+        req
+    };
+    let r = call(&mut a, &mc("a.example")).unwrap();
+    let (_, flags, _, _) = parse_auth_data(&bytes(member(&r, 2)));
+    assert_eq!(flags & 0x04, 0x04, "UV");
+    // The token was used up (userVerified cleared), and it is bound to a.example now.
+    assert_eq!(a.state.token.rp_id(), Some("a.example"));
+    assert_eq!(call(&mut a, &mc("a.example")), Err(0x33));
 }

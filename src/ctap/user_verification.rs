@@ -1,12 +1,66 @@
-//! User verification for makeCredential and getAssertion (CTAP 2.1 §6.1.2 steps 1–11,
-//! §6.2.2 steps 1–6): the zero-length pinUvAuthParam probe, the pinUvAuthToken, the
-//! "uv" option with built-in UV, alwaysUv and makeCredUvNotRqd. One place, so the two
-//! commands cannot drift apart.
+//! User verification: [`authorize`](Authenticator::authorize), the one check of a
+//! pinUvAuthParam against the pinUvAuthToken that every command uses, and the flow
+//! makeCredential and getAssertion share (CTAP 2.1 §6.1.2 steps 1–11, §6.2.2 steps 1–6):
+//! the zero-length pinUvAuthParam probe, the token, the "uv" option with built-in UV,
+//! alwaysUv and makeCredUvNotRqd. One place, so the commands cannot drift apart.
 
 use super::Authenticator;
+use super::params::pin_uv_auth_protocol;
 use super::presence::RequestContext;
 use super::status::{CtapResult, StatusCode};
+use crate::crypto::sha256;
 use crate::pin::{Permissions, Protocol};
+
+/// The RP a request acts for, checked against the token's permissions RP ID.
+pub(super) enum RpScope<'a> {
+    /// makeCredential / getAssertion for this RP ID: a token without a permissions RP ID
+    /// is bound to it (§6.1.2 step 11, §6.2.2 step 6).
+    Bind(&'a str),
+    /// credentialManagement on the credentials of this RP ID (§6.8.5, §6.8.6).
+    Id(&'a str),
+    /// enumerateCredentials of the RP with this RP ID hash (§6.8.4).
+    IdHash(&'a [u8]),
+    /// Every RP (getCredsMetadata, enumerateRPs): the token must not be bound to one.
+    All,
+    /// Not about an RP (authenticatorConfig).
+    None,
+}
+
+impl Authenticator {
+    /// Authorizes a request with its pinUvAuthParam: verify(pinUvAuthToken, message,
+    /// pinUvAuthParam) under the token's usage timer, the `permission`, the RP scope,
+    /// and for makeCredential / getAssertion the token's userVerified flag. Any failure
+    /// is PIN_AUTH_INVALID.
+    pub(super) fn authorize(
+        &mut self,
+        protocol: Protocol,
+        pin_uv_auth_param: &[u8],
+        message: &[u8],
+        permission: Permissions,
+        rp: RpScope<'_>,
+    ) -> CtapResult<()> {
+        let now = self.now();
+        let token = &mut self.state.token;
+        let needs_uv =
+            permission == Permissions::MAKE_CREDENTIAL || permission == Permissions::GET_ASSERTION;
+        let ok = token.verify(protocol, message, pin_uv_auth_param, now)
+            && token.has_permission(permission)
+            && (!needs_uv || token.user_verified())
+            && match rp {
+                RpScope::Bind(id) | RpScope::Id(id) => token.allows_rp(id),
+                RpScope::IdHash(hash) => token.rp_id().is_none_or(|r| sha256(r.as_bytes()) == hash),
+                RpScope::All => token.rp_id().is_none(),
+                RpScope::None => true,
+            };
+        if !ok {
+            return Err(StatusCode::PinAuthInvalid);
+        }
+        if let RpScope::Bind(id) = rp {
+            token.bind_rp_id(id);
+        }
+        Ok(())
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Operation {
@@ -49,16 +103,10 @@ impl Authenticator {
             });
         }
         // Step 2: the protocol must be given and supported.
-        let protocol = match req.pin_uv_auth_param {
-            Some(_) => Some(
-                Protocol::from_param(
-                    req.pin_uv_auth_protocol
-                        .ok_or(StatusCode::MissingParameter)?,
-                )
-                .ok_or(StatusCode::InvalidParameter)?,
-            ),
-            None => None,
-        };
+        let protocol = req
+            .pin_uv_auth_param
+            .map(|_| pin_uv_auth_protocol(req.pin_uv_auth_protocol))
+            .transpose()?;
         // Step 5: "uv" counts only without a pinUvAuthParam, and needs built-in UV.
         let mut uv = req.uv_option.unwrap_or(false) && req.pin_uv_auth_param.is_none();
         if uv && self.config.uv.is_none() {
@@ -92,17 +140,8 @@ impl Authenticator {
                 Operation::MakeCredential { .. } => Permissions::MAKE_CREDENTIAL,
                 Operation::GetAssertion => Permissions::GET_ASSERTION,
             };
-            if !self
-                .state
-                .token
-                .verify(protocol, req.client_data_hash, param, self.now())
-                || !self.state.token.has_permission(permission)
-                || !self.state.token.allows_rp(req.rp_id)
-                || !self.state.token.user_verified()
-            {
-                return Err(StatusCode::PinAuthInvalid);
-            }
-            self.state.token.bind_rp_id(req.rp_id);
+            let rp = RpScope::Bind(req.rp_id);
+            self.authorize(protocol, param, req.client_data_hash, permission, rp)?;
             return Ok(Verification {
                 uv: true,
                 token: true,
@@ -111,16 +150,11 @@ impl Authenticator {
         }
         if uv {
             self.perform_builtin_uv(ctx, &format!("verify the user for {}", req.rp_id))?;
-            return Ok(Verification {
-                uv: true,
-                token: false,
-                builtin: true,
-            });
         }
         Ok(Verification {
-            uv: false,
+            uv,
             token: false,
-            builtin: false,
+            builtin: uv,
         })
     }
 
