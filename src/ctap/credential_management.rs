@@ -150,25 +150,23 @@ pub(super) fn credential_management(
     req: CredentialManagementRequest,
     enumeration: Option<StatefulCommand>,
 ) -> CtapResult<CredentialManagementResponse> {
-    match req.sub_command {
+    let sub = match req.sub_command {
         Ok(SubCommand::EnumerateRpsGetNextRp) => return next_rp(auth, enumeration),
         Ok(SubCommand::EnumerateCredentialsGetNextCredential) => {
             return next_credential(auth, enumeration);
         }
-        _ => {}
-    }
-    // The credential a delete or update names: its RP is what the token must allow.
-    let named = match &req.sub_command {
+        sub => sub,
+    };
+    // The discoverable credential a delete or update names: the token must allow its RP.
+    let named = match &sub {
         Ok(
             SubCommand::DeleteCredential { credential_id }
             | SubCommand::UpdateUserInformation { credential_id, .. },
-        ) => auth
-            .store
-            .get_credential(credential_id)
-            .filter(|c| c.discoverable),
+        ) => auth.store.get_credential(credential_id),
         _ => None,
-    };
-    let rp = match (&req.sub_command, &named) {
+    }
+    .filter(|c| c.discoverable);
+    let rp = match (&sub, &named) {
         (Ok(SubCommand::GetCredsMetadata | SubCommand::EnumerateRpsBegin), _) => RpScope::All,
         (Ok(SubCommand::EnumerateCredentialsBegin { rp_id_hash }), _) => {
             RpScope::IdHash(rp_id_hash)
@@ -176,15 +174,12 @@ pub(super) fn credential_management(
         (_, Some(c)) => RpScope::Id(&c.rp_id),
         _ => RpScope::None,
     };
-    let param = req
-        .pin_uv_auth_param
-        .as_deref()
-        .ok_or(StatusCode::PuatRequired)?;
+    let param = req.pin_uv_auth_param.ok_or(StatusCode::PuatRequired)?;
     let protocol = pin_uv_auth_protocol(req.pin_uv_auth_protocol)?;
     let cm = Permissions::CREDENTIAL_MANAGEMENT;
-    auth.authorize(protocol, param, &req.message, cm, rp)?;
+    auth.authorize(protocol, &param, &req.message, cm, rp)?;
 
-    match req.sub_command? {
+    match sub? {
         SubCommand::GetCredsMetadata => Ok(CredentialManagementResponse {
             existing_resident_credentials_count: Some(auth.store.discoverable_count()),
             max_possible_remaining_resident_credentials_count: Some(
@@ -192,52 +187,64 @@ pub(super) fn credential_management(
             ),
             ..Default::default()
         }),
-        SubCommand::EnumerateRpsBegin => {
-            let rps: VecDeque<RpInfo> = auth.store.rps().into();
-            if rps.is_empty() {
-                return Err(StatusCode::NoCredentials);
-            }
-            let total = rps.len();
-            let mut resp = next_rp(auth, Some(StatefulCommand::EnumerateRps(rps)))?;
-            resp.total_rps = Some(total);
-            Ok(resp)
-        }
+        SubCommand::EnumerateRpsBegin => enumerate_rps_begin(auth),
         SubCommand::EnumerateCredentialsBegin { rp_id_hash } => {
-            let creds = match <[u8; 32]>::try_from(&rp_id_hash[..]) {
-                Ok(hash) => auth.store.discoverable_for_rp(&hash),
-                Err(_) => Vec::new(),
-            };
-            if creds.is_empty() {
-                return Err(StatusCode::NoCredentials);
-            }
-            let total = creds.len();
-            let ids = creds.into_iter().map(|c| c.id).collect();
-            let mut resp = next_credential(auth, Some(StatefulCommand::EnumerateCredentials(ids)))?;
-            resp.total_credentials = Some(total);
-            Ok(resp)
+            enumerate_credentials_begin(auth, &rp_id_hash)
         }
-        SubCommand::DeleteCredential { credential_id } => {
-            named.ok_or(StatusCode::NoCredentials)?;
-            auth.store.delete_credential(&credential_id)?;
+        SubCommand::DeleteCredential { .. } => {
+            let c = named.ok_or(StatusCode::NoCredentials)?;
+            auth.store.delete_credential(&c.id)?;
             Ok(CredentialManagementResponse::default())
         }
-        SubCommand::UpdateUserInformation {
-            credential_id,
-            user,
-        } => {
+        SubCommand::UpdateUserInformation { user, .. } => {
             let c = named.ok_or(StatusCode::NoCredentials)?;
             // The user handle is the account's identity: it cannot change.
             if c.user_id != user.id {
                 return Err(StatusCode::InvalidParameter);
             }
             auth.store
-                .update_user(&credential_id, user.name, user.display_name)?;
+                .update_user(&c.id, user.name, user.display_name)?;
             Ok(CredentialManagementResponse::default())
         }
+        // Answered above, without a token.
         SubCommand::EnumerateRpsGetNextRp | SubCommand::EnumerateCredentialsGetNextCredential => {
             Err(StatusCode::NotAllowed)
         }
     }
+}
+
+/// enumerateRPsBegin (§6.8.3): the first RP and their number; the rest follow.
+fn enumerate_rps_begin(auth: &mut Authenticator) -> CtapResult<CredentialManagementResponse> {
+    let rps: VecDeque<RpInfo> = auth.store.rps().into();
+    if rps.is_empty() {
+        return Err(StatusCode::NoCredentials);
+    }
+    let total = rps.len();
+    let mut resp = next_rp(auth, Some(StatefulCommand::EnumerateRps(rps)))?;
+    resp.total_rps = Some(total);
+    Ok(resp)
+}
+
+/// enumerateCredentialsBegin (§6.8.4): the RP's first credential (most recent) and
+/// their number; the rest follow.
+fn enumerate_credentials_begin(
+    auth: &mut Authenticator,
+    rp_id_hash: &[u8],
+) -> CtapResult<CredentialManagementResponse> {
+    let ids: VecDeque<Vec<u8>> = match <[u8; 32]>::try_from(rp_id_hash) {
+        Ok(hash) => auth.store.discoverable_for_rp(&hash),
+        Err(_) => Vec::new(),
+    }
+    .into_iter()
+    .map(|c| c.id)
+    .collect();
+    if ids.is_empty() {
+        return Err(StatusCode::NoCredentials);
+    }
+    let total = ids.len();
+    let mut resp = next_credential(auth, Some(StatefulCommand::EnumerateCredentials(ids)))?;
+    resp.total_credentials = Some(total);
+    Ok(resp)
 }
 
 /// enumerateRPsGetNextRP (§6.8.3), and the first RP of enumerateRPsBegin.
