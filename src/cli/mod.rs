@@ -1,6 +1,7 @@
 //! The `vkey` command line. Flag names are a stable interface: scripts and tests
 //! outside this repository rely on them.
 
+mod bench;
 mod pin;
 mod serve;
 
@@ -22,6 +23,9 @@ enum Command {
     /// Set or change the PIN of a store while the key is not running.
     #[command(subcommand)]
     Pin(pin::PinCommand),
+    /// Measure USB/IP FIDO keys (vkey or others) as Linux's usbhid drives them:
+    /// latency, throughput, server CPU per operation, side by side.
+    Bench(bench::BenchArgs),
 }
 
 /// Entry point of the binary.
@@ -31,6 +35,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Pin(cmd) => pin::run(cmd, serve::default_store_dir),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

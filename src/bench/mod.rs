@@ -1,0 +1,227 @@
+//! `vkey bench`: a native USB/IP host that measures any USB/IP FIDO key (vkey, other
+//! software keys) the way Linux's usbhid drives it, alternating requests between keys in
+//! one run (same machine load) or driving them concurrently.
+//!
+//! An edge module like `cli/`: it uses the USB/IP wire format, the CTAPHID packet
+//! helpers and the PIN protocol code as a *client*; it never reaches into a server.
+//!
+//! - [`host`]: USB/IP import, enumeration, one interrupt-IN URB always outstanding;
+//! - [`hid`]: CTAPHID channels and framing over it;
+//! - [`ctap2`], [`client_pin`]: requests and independent checks of the responses;
+//! - [`target`]: one key under measurement; [`report`]: statistics, table and JSON;
+//! - [`procfs`]: the server process's CPU time; [`spawn`]: local vkey processes.
+
+pub mod client_pin;
+pub mod ctap2;
+pub mod hid;
+pub mod host;
+pub mod ops;
+pub mod procfs;
+pub mod report;
+pub mod spawn;
+pub mod target;
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+pub use ops::{Kind, Op};
+pub use report::Report;
+pub use target::{Samples, Settings, Target, TargetSpec};
+
+/// One `--op` with its count (or the run's default).
+#[derive(Clone, Copy, Debug)]
+pub struct OpPlan {
+    pub op: Op,
+    pub count: u64,
+}
+
+/// Everything a run needs besides the targets.
+pub struct Plan {
+    pub ops: Vec<OpPlan>,
+    pub warmup: u64,
+    /// Per operation: stop after this long even if the count is not reached.
+    pub duration: Option<Duration>,
+    /// Verify signatures on every Nth operation (1 = all); structure always.
+    pub verify_every: u64,
+    pub concurrent: bool,
+    /// With `concurrent`: run each operation on the first 1, 2, …, N targets.
+    pub sweep: bool,
+}
+
+/// One operation on one target, as measured.
+pub struct OpResult {
+    pub op: Op,
+    pub target: usize,
+    pub samples: Samples,
+    pub wall: Duration,
+}
+
+/// Concurrent throughput of one operation on `targets` keys.
+pub struct Throughput {
+    pub op: Op,
+    pub targets: usize,
+    pub ok: u64,
+    pub wall: Duration,
+}
+
+/// Runs the plan against connected targets.
+pub fn run(targets: &mut [Target], plan: &Plan, s: &Settings) -> Report {
+    let mut results = Vec::new();
+    let mut throughput = Vec::new();
+    for p in &plan.ops {
+        for t in targets.iter_mut() {
+            if let Err(f) = t.prepare(p.op, s) {
+                let mut samples = Samples::default();
+                samples.errors.insert(f.key, 1);
+                samples.error_examples.push(f.message);
+                results.push(OpResult {
+                    op: p.op,
+                    target: t.index,
+                    samples,
+                    wall: Duration::ZERO,
+                });
+            }
+        }
+        let ready = |t: &Target, results: &[OpResult]| {
+            !results.iter().any(|r| r.op == p.op && r.target == t.index)
+        };
+        let ready_idx: Vec<usize> = targets
+            .iter()
+            .filter(|t| ready(t, &results))
+            .map(|t| t.index)
+            .collect();
+        if plan.concurrent {
+            let sizes: Vec<usize> = if plan.sweep {
+                (1..=ready_idx.len()).collect()
+            } else {
+                vec![ready_idx.len()]
+            };
+            for k in sizes {
+                let chosen: Vec<&mut Target> = targets
+                    .iter_mut()
+                    .filter(|t| ready_idx.iter().take(k).any(|&i| i == t.index))
+                    .collect();
+                let (rs, wall) = run_concurrent(chosen, *p, plan, s);
+                throughput.push(Throughput {
+                    op: p.op,
+                    targets: k,
+                    ok: rs.iter().map(|r| r.samples.latencies_ns.len() as u64).sum(),
+                    wall,
+                });
+                // The per-target figures of the widest run are the ones reported.
+                if k == ready_idx.len() {
+                    results.extend(rs);
+                }
+            }
+        } else {
+            let chosen: Vec<&mut Target> = targets
+                .iter_mut()
+                .filter(|t| ready_idx.contains(&t.index))
+                .collect();
+            results.extend(run_alternating(chosen, *p, plan, s));
+        }
+    }
+    Report::new(targets, plan, s, results, throughput)
+}
+
+fn should_verify(i: u64, plan: &Plan) -> bool {
+    i % plan.verify_every.max(1) == 0
+}
+
+/// Round robin: one operation on each target in turn, so every key sees the same
+/// machine load over the run.
+fn run_alternating(
+    mut targets: Vec<&mut Target>,
+    p: OpPlan,
+    plan: &Plan,
+    s: &Settings,
+) -> Vec<OpResult> {
+    let mut scratch = Samples::default();
+    for _ in 0..plan.warmup {
+        for t in targets.iter_mut() {
+            t.run_one(p.op, s, true, &mut scratch);
+        }
+    }
+    let mut recs: Vec<Samples> = vec![Samples::default(); targets.len()];
+    for (t, rec) in targets.iter_mut().zip(recs.iter_mut()) {
+        t.checkpoint(target::Segment::Idle, Some(rec));
+    }
+    let start = Instant::now();
+    for i in 0..p.count {
+        if plan.duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        for (t, rec) in targets.iter_mut().zip(recs.iter_mut()) {
+            t.run_one(p.op, s, should_verify(i, plan), rec);
+            // The time until this key's next request goes to the request just done.
+        }
+    }
+    for (t, rec) in targets.iter_mut().zip(recs.iter_mut()) {
+        t.checkpoint(target::Segment::Idle, Some(rec));
+    }
+    let wall = start.elapsed();
+    targets
+        .iter()
+        .zip(recs)
+        .map(|(t, samples)| OpResult {
+            op: p.op,
+            target: t.index,
+            samples,
+            wall,
+        })
+        .collect()
+}
+
+/// Every target on its own thread, all at once; returns per-target results and the
+/// wall time from the common start to the last finish.
+fn run_concurrent(
+    targets: Vec<&mut Target>,
+    p: OpPlan,
+    plan: &Plan,
+    s: &Settings,
+) -> (Vec<OpResult>, Duration) {
+    let barrier = Barrier::new(targets.len() + 1);
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = targets
+            .into_iter()
+            .map(|t| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut scratch = Samples::default();
+                    for _ in 0..plan.warmup {
+                        t.run_one(p.op, s, true, &mut scratch);
+                    }
+                    let mut rec = Samples::default();
+                    t.checkpoint(target::Segment::Idle, Some(&mut rec));
+                    barrier.wait();
+                    let start = Instant::now();
+                    for i in 0..p.count {
+                        if plan.duration.is_some_and(|d| start.elapsed() >= d) {
+                            break;
+                        }
+                        t.run_one(p.op, s, should_verify(i, plan), &mut rec);
+                    }
+                    let wall = start.elapsed();
+                    t.checkpoint(target::Segment::Idle, Some(&mut rec));
+                    (t.index, rec, wall)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let out: Vec<_> = handles.into_iter().filter_map(|h| h.join().ok()).collect();
+        (out, start.elapsed())
+    });
+    let (out, wall) = results;
+    (
+        out.into_iter()
+            .map(|(target, samples, wall)| OpResult {
+                op: p.op,
+                target,
+                samples,
+                wall,
+            })
+            .collect(),
+        wall,
+    )
+}
