@@ -60,12 +60,34 @@ pub fn key_agreement_request(m: PinMethod) -> Vec<u8> {
 
 pub fn shared_secret(m: PinMethod, resp: &[u8]) -> Result<(Value, SharedSecret), CtapError> {
     let map = parse_response(resp)?;
-    let peer = get(&map, 1).ok_or_else(|| CtapError::Invalid("keyAgreement missing".into()))?;
+    let peer = get(&map, 1)
+        .and_then(normalize_key_agreement)
+        .ok_or_else(|| CtapError::Invalid("keyAgreement is not a P-256 COSE key".into()))?;
     let ours = KeyAgreement::new();
     let shared = ours
-        .decapsulate(m.protocol, peer)
-        .ok_or_else(|| CtapError::Invalid("keyAgreement is not a P-256 COSE key".into()))?;
+        .decapsulate(m.protocol, &peer)
+        .ok_or_else(|| CtapError::Invalid("keyAgreement is not a P-256 point".into()))?;
     Ok((ours.public_cose(), shared))
+}
+
+/// The authenticator's key as a strict COSE_Key, read as leniently as platforms do
+/// (python-fido2 takes x and y as integers): virtual-fido omits crv and strips leading
+/// zero bytes from the coordinates. The point itself is still checked by the ECDH.
+fn normalize_key_agreement(v: &Value) -> Option<Value> {
+    let m = v.as_map()?;
+    if get(m, 1).and_then(|k| k.as_integer()).map(i128::from) != Some(2) {
+        return None;
+    }
+    let coord = |k: i64| -> Option<[u8; 32]> {
+        let b = get(m, k)?.as_bytes()?;
+        if b.len() > 32 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        out[32 - b.len()..].copy_from_slice(b);
+        Some(out)
+    };
+    Some(crate::crypto::cose::ec2_p256(-25, &coord(-2)?, &coord(-3)?))
 }
 
 /// setPIN (§6.5.5.5): newPinEnc = encrypt(shared, PIN padded to 64 bytes).

@@ -558,30 +558,50 @@ pub fn get_assertion_request(p: &GetAssertion) -> Vec<u8> {
     request(GET_ASSERTION, Some(m))
 }
 
-/// Checks a getAssertion response against the credential it must come from: rpIdHash,
-/// flags, a signature counter that never goes back, and (sampled) the signature.
-pub fn check_get_assertion(
-    resp: &[u8],
+/// A getAssertion response, parsed but not yet checked.
+pub struct Assertion {
+    /// The credential ID, if the response names it (it may not with a one-entry allowList).
+    pub credential_id: Option<Vec<u8>>,
+    pub auth_data: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+pub fn parse_assertion(resp: &[u8], p: &GetAssertion) -> Result<Assertion, CtapError> {
+    let m = parse_response(resp)?;
+    let credential_id = match get(&m, 1) {
+        Some(c) => Some(
+            c.as_map()
+                .and_then(|c| get_text(c, "id"))
+                .and_then(Value::as_bytes)
+                .ok_or_else(|| invalid("credential without id"))?
+                .clone(),
+        ),
+        None if p.allow.is_none() => {
+            return Err(invalid("discoverable assertion without credential"));
+        }
+        None => None,
+    };
+    if let (Some(id), Some(allowed)) = (&credential_id, p.allow)
+        && id.as_slice() != allowed
+    {
+        return Err(invalid("assertion from a credential not in the allowList"));
+    }
+    Ok(Assertion {
+        credential_id,
+        auth_data: get_bytes(&m, 2, "authData")?.to_vec(),
+        signature: get_bytes(&m, 3, "signature")?.to_vec(),
+    })
+}
+
+/// Checks an assertion against the credential it comes from: rpIdHash, flags, a
+/// signature counter that never goes back, and (sampled) the signature.
+pub fn check_assertion(
+    a: &Assertion,
     p: &GetAssertion,
     cred: &mut Credential,
     verify_signature: bool,
 ) -> Result<(), CtapError> {
-    let m = parse_response(resp)?;
-    if let Some(c) = get(&m, 1) {
-        let id = c
-            .as_map()
-            .and_then(|c| get_text(c, "id"))
-            .and_then(Value::as_bytes)
-            .ok_or_else(|| invalid("credential without id"))?;
-        if *id != cred.id {
-            return Err(invalid("assertion from another credential"));
-        }
-    } else if p.allow.is_none() {
-        return Err(invalid("discoverable assertion without credential"));
-    }
-    let auth_data = get_bytes(&m, 2, "authData")?;
-    let sig = get_bytes(&m, 3, "signature")?;
-    let ad = parse_auth_data(auth_data)?;
+    let ad = parse_auth_data(&a.auth_data)?;
     check_flags(&ad, p.rp_id, p.pin_auth.is_some())?;
     // A counter of 0 means the key keeps none (allowed); otherwise it must grow.
     if ad.sign_count != 0 && ad.sign_count <= cred.sign_count {
@@ -592,9 +612,9 @@ pub fn check_get_assertion(
     }
     cred.sign_count = ad.sign_count;
     if verify_signature {
-        let mut signed = auth_data.to_vec();
+        let mut signed = a.auth_data.clone();
         signed.extend_from_slice(p.client_data_hash);
-        cred.key.verify(&signed, sig)?;
+        cred.key.verify(&signed, &a.signature)?;
     }
     Ok(())
 }

@@ -137,16 +137,16 @@ impl Ctaphid {
         }
     }
 
-    /// Sends one message and returns the response payload. Any error but a device ERROR
-    /// packet leaves the channel to be resynchronised before the next exchange.
+    /// Sends one message and returns the response payload. Any error leaves the channel
+    /// to be resynchronised before the next exchange: an ERROR packet in the middle of a
+    /// request may be followed by more (one per continuation packet the device then
+    /// takes for a new message), and none of them may answer the next request.
     pub fn transact(&mut self, cmd: u8, payload: &[u8]) -> Result<Vec<u8>, HidError> {
         if self.needs_resync {
             self.allocate_channel()?;
         }
         let result = self.exchange(cmd, payload);
-        if let Err(e) = &result
-            && !matches!(e, HidError::Device(_))
-        {
+        if result.is_err() {
             self.needs_resync = true;
         }
         result

@@ -26,9 +26,9 @@ use crate::usbip::protocol::{
 /// Largest transfer we ever ask for (a configuration or report descriptor); a reply is
 /// never longer than the URB's buffer, so this bounds every read.
 const MAX_CONTROL_LEN: u16 = 1024;
-/// Reports received while no one reads them (e.g. during an OUT wait) before the peer
-/// counts as flooding us.
-const MAX_QUEUED_REPORTS: usize = 256;
+/// Reports received while no one reads them (e.g. during an OUT wait): hidraw's ring
+/// (HIDRAW_BUFFER_SIZE), which drops new reports when full.
+const MAX_QUEUED_REPORTS: usize = 64;
 /// URBs we gave up waiting for (their RET may still come; it is then dropped).
 const MAX_ABANDONED: usize = 64;
 
@@ -104,6 +104,11 @@ pub struct UsbipHost {
     pub info: DeviceInfo,
     /// Completed IN URBs with a non-zero status (resubmitted like usbhid does).
     pub in_errors: u64,
+    /// IN URBs completed with no data (usbhid ignores them; a device that does this
+    /// while idle keeps the host busy).
+    pub empty_in: u64,
+    /// Reports dropped because the queue was full (as hidraw drops them).
+    pub dropped_reports: u64,
 }
 
 impl UsbipHost {
@@ -125,6 +130,8 @@ impl UsbipHost {
             reports: VecDeque::new(),
             info: DeviceInfo::default(),
             in_errors: 0,
+            empty_in: 0,
+            dropped_reports: 0,
         };
         let deadline = Instant::now() + timeout;
         host.import(busid, deadline)?;
@@ -286,8 +293,14 @@ impl UsbipHost {
             self.in_errors += 1;
             return Ok(());
         }
+        // usbhid's hid_irq_in passes on only completions with data.
+        if data.is_empty() {
+            self.empty_in += 1;
+            return Ok(());
+        }
         if self.reports.len() >= MAX_QUEUED_REPORTS {
-            return Err(HostError::Protocol("peer floods IN reports".into()));
+            self.dropped_reports += 1;
+            return Ok(());
         }
         // Reports shorter than 64 bytes are zero-padded, as hidraw hands them on.
         let mut r = [0u8; REPORT_LEN];

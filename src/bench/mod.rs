@@ -143,8 +143,9 @@ fn run_alternating(
         }
     }
     let mut recs: Vec<Samples> = vec![Samples::default(); targets.len()];
-    for (t, rec) in targets.iter_mut().zip(recs.iter_mut()) {
-        t.checkpoint(target::Segment::Idle, Some(rec));
+    // Start the CPU accounting afresh: set-up and warm-up are not measured.
+    for t in targets.iter_mut() {
+        t.checkpoint(target::Segment::Idle, None);
     }
     let start = Instant::now();
     for i in 0..p.count {
@@ -192,7 +193,7 @@ fn run_concurrent(
                         t.run_one(p.op, s, true, &mut scratch);
                     }
                     let mut rec = Samples::default();
-                    t.checkpoint(target::Segment::Idle, Some(&mut rec));
+                    t.checkpoint(target::Segment::Idle, None);
                     barrier.wait();
                     let start = Instant::now();
                     for i in 0..p.count {

@@ -79,6 +79,13 @@ pub struct TargetRow {
     pub pin: String,
     pub server_pid: Option<u32>,
     pub down: Option<String>,
+    /// Interrupt-IN URBs the key completed with no data (Linux ignores them; a key that
+    /// does this keeps the host and itself busy).
+    pub empty_in_completions: u64,
+    /// Interrupt-IN URBs completed with an error status.
+    pub in_errors: u64,
+    /// Reports dropped because 64 were unread (hidraw's ring buffer does the same).
+    pub dropped_reports: u64,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -118,6 +125,8 @@ impl Report {
                 .unwrap_or_default()
         };
         let mut rows: Vec<ResultRow> = results.iter().map(|r| row(r, name_of(r.target))).collect();
+        let order = |op: &str| plan.ops.iter().position(|p| p.op.name() == op);
+        rows.sort_by_key(|r| (order(&r.op), r.target));
         let first = targets.first().map(|t| t.index);
         for i in 0..rows.len() {
             let base = rows
@@ -196,7 +205,7 @@ impl Report {
         for t in &self.targets {
             let _ = writeln!(
                 o,
-                "[{}] {}: {}/{} {}{}{}, {}{}",
+                "[{}] {}: {}/{} {}{}{}, {}{}{}",
                 t.index,
                 t.name,
                 t.address,
@@ -213,7 +222,13 @@ impl Report {
                 t.down
                     .as_ref()
                     .map(|d| format!(", DOWN: {d}"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                match (t.empty_in_completions, t.in_errors, t.dropped_reports) {
+                    (0, 0, 0) => String::new(),
+                    (e, s, d) => format!(
+                        ", IN URBs completed empty: {e}, with an error: {s}; reports dropped: {d}"
+                    ),
+                }
             );
         }
         let _ = writeln!(
@@ -349,6 +364,9 @@ fn target_row(t: &Target) -> TargetRow {
         pin: t.pin_description(),
         server_pid: t.spec.pid,
         down: t.dead.clone(),
+        empty_in_completions: t.in_counts().empty,
+        in_errors: t.in_counts().errors,
+        dropped_reports: t.in_counts().dropped,
     }
 }
 

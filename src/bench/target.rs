@@ -2,7 +2,7 @@
 //! budget), what getInfo said, its PIN set-up, the credentials the assertions use, and
 //! the attribution of its server process's CPU time to tokens and operations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
@@ -16,6 +16,9 @@ use super::host::{HostError, UsbipHost};
 use super::ops::{Kind, Op};
 use super::procfs;
 use crate::pin::Protocol;
+
+/// Credentials remembered for discoverable assertions (each ~100 bytes).
+const MAX_KNOWN_CREDENTIALS: usize = 100_000;
 
 /// Where a key is and what to call it.
 #[derive(Clone, Debug)]
@@ -118,6 +121,25 @@ impl Samples {
     }
 }
 
+/// Oddities of a key's interrupt-IN pipe, summed over its connections.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InCounts {
+    /// Completions without data (usbhid ignores them).
+    pub empty: u64,
+    /// Completions with an error status.
+    pub errors: u64,
+    /// Reports dropped because 64 were waiting (hidraw's ring).
+    pub dropped: u64,
+}
+
+impl InCounts {
+    fn add(&mut self, h: &UsbipHost) {
+        self.empty += h.empty_in;
+        self.errors += h.in_errors;
+        self.dropped += h.dropped_reports;
+    }
+}
+
 /// What the server's CPU time since the last checkpoint is attributed to.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Segment {
@@ -144,10 +166,16 @@ pub struct Target {
     pub ctaphid: Option<super::hid::InitInfo>,
     pub info: Option<Info>,
     pin: PinState,
-    creds: BTreeMap<(bool, bool), Credential>,
+    /// The credential each getAssertion variant (rk, pin) uses.
+    creds: BTreeMap<(bool, bool), Vec<u8>>,
+    /// Every credential made on this key in this run (bounded), by ID: a discoverable
+    /// assertion may come from any of them.
+    known: HashMap<Vec<u8>, Credential>,
     cpu_mark: Option<(u64, Segment)>,
     /// A per-target counter, for distinct client data.
     seq: u64,
+    /// Host counters of closed connections.
+    closed_counts: InCounts,
 }
 
 impl Target {
@@ -164,8 +192,10 @@ impl Target {
             info: None,
             pin: PinState::Off,
             creds: BTreeMap::new(),
+            known: HashMap::new(),
             cpu_mark: None,
             seq: 0,
+            closed_counts: InCounts::default(),
         };
         if t.spec.pid.is_none()
             && let Ok(addr) = t.spec.address.parse::<std::net::SocketAddr>()
@@ -277,6 +307,7 @@ impl Target {
                     HidError::Host(HostError::Closed(_) | HostError::Protocol(_))
                 ) || conn.host.is_wedged()
                 {
+                    self.closed_counts.add(&conn.host);
                     self.conn = None;
                 }
                 Err(Failure::new(key, e.to_string()))
@@ -442,29 +473,41 @@ impl Target {
             rec.signatures_verified += 1;
         }
         rec.attestation = Some(fmt);
+        if self.known.len() < MAX_KNOWN_CREDENTIALS || rk {
+            self.known.insert(cred.id.clone(), cred.clone());
+        }
         Ok((cred, ns))
     }
 
+    /// getAssertion with `id` in the allowList, or discoverable (`None`).
     fn get_assertion(
         &mut self,
         s: &Settings,
-        cred: &mut Credential,
-        rk: bool,
+        id: Option<&[u8]>,
         pin: bool,
         verify: bool,
         rec: &mut Samples,
     ) -> Result<u64, Failure> {
         let cdh = self.client_data_hash();
         let pin_auth = self.pin_auth(s, pin, PERM_GA, &cdh, rec)?;
-        let id = cred.id.clone();
         let p = GetAssertion {
             client_data_hash: &cdh,
             rp_id: &s.rp_id,
-            allow: (!rk).then_some(id.as_slice()),
+            allow: id,
             pin_auth,
         };
         let (resp, ns) = self.timed_cbor(&ctap2::get_assertion_request(&p), rec)?;
-        ctap2::check_get_assertion(&resp, &p, cred, verify)?;
+        let a = ctap2::parse_assertion(&resp, &p)?;
+        let Some(used) = a.credential_id.as_deref().or(id) else {
+            return Err(Failure::new("invalid_response", "no credential ID"));
+        };
+        let Some(cred) = self.known.get_mut(used) else {
+            return Err(Failure::new(
+                "invalid_response",
+                "assertion from a credential this run did not make",
+            ));
+        };
+        ctap2::check_assertion(&a, &p, cred, verify)?;
         if verify {
             rec.signatures_verified += 1;
         }
@@ -486,7 +529,8 @@ impl Target {
         let (cred, _) = self
             .make_credential(s, rk, use_pin, true, &mut scratch)
             .map_err(|f| f.prefixed("setup:"))?;
-        self.creds.insert((rk, op.pin), cred);
+        self.known.insert(cred.id.clone(), cred.clone());
+        self.creds.insert((rk, op.pin), cred.id);
         Ok(())
     }
 
@@ -526,23 +570,32 @@ impl Target {
             }
             Kind::MakeCredential { rk } => Ok(self.make_credential(s, rk, op.pin, verify, rec)?.1),
             Kind::GetAssertion { rk } => {
-                let Some(mut cred) = self.creds.get(&(rk, op.pin)).cloned() else {
+                let Some(id) = self.creds.get(&(rk, op.pin)).cloned() else {
                     return Err(Failure::new(
                         "setup:no_credential",
                         "no credential to assert",
                     ));
                 };
-                let r = self.get_assertion(s, &mut cred, rk, op.pin, verify, rec);
-                // Keep the counter seen, even after a failure elsewhere.
-                self.creds.insert((rk, op.pin), cred);
-                r
+                let allow = (!rk).then_some(id.as_slice());
+                self.get_assertion(s, allow, op.pin, verify, rec)
             }
             Kind::Mixed => {
-                let (mut cred, a) = self.make_credential(s, false, op.pin, verify, rec)?;
-                let b = self.get_assertion(s, &mut cred, false, op.pin, verify, rec)?;
-                Ok(a + b)
+                // make_credential remembers it; forget it after, so `known` stays small.
+                let (cred, a) = self.make_credential(s, false, op.pin, verify, rec)?;
+                let b = self.get_assertion(s, Some(&cred.id), op.pin, verify, rec);
+                self.known.remove(&cred.id);
+                Ok(a + b?)
             }
         }
+    }
+
+    /// What the host saw of the interrupt-IN pipe over the run.
+    pub fn in_counts(&self) -> InCounts {
+        let mut c = self.closed_counts;
+        if let Some(conn) = &self.conn {
+            c.add(&conn.host);
+        }
+        c
     }
 
     /// A short line about the key, for the run's header.
