@@ -125,7 +125,7 @@ pub fn run(targets: &mut [Target], plan: &Plan, s: &Settings) -> Report {
 }
 
 fn should_verify(i: u64, plan: &Plan) -> bool {
-    i % plan.verify_every.max(1) == 0
+    i.is_multiple_of(plan.verify_every.max(1))
 }
 
 /// Round robin: one operation on each target in turn, so every key sees the same
