@@ -46,6 +46,8 @@ pub struct Plan {
     pub concurrent: bool,
     /// With `concurrent`: run each operation on the first 1, 2, …, N targets.
     pub sweep: bool,
+    /// A line on standard error after each operation.
+    pub progress: bool,
 }
 
 /// One operation on one target, as measured.
@@ -69,6 +71,7 @@ pub fn run(targets: &mut [Target], plan: &Plan, s: &Settings) -> Report {
     let mut results = Vec::new();
     let mut throughput = Vec::new();
     for p in &plan.ops {
+        let started = Instant::now();
         for t in targets.iter_mut() {
             if let Err(f) = t.prepare(p.op, s) {
                 let mut samples = Samples::default();
@@ -120,6 +123,9 @@ pub fn run(targets: &mut [Target], plan: &Plan, s: &Settings) -> Report {
                 .collect();
             results.extend(run_alternating(chosen, *p, plan, s));
         }
+        if plan.progress {
+            eprintln!("{}: {:.1} s", p.op, started.elapsed().as_secs_f64());
+        }
     }
     Report::new(targets, plan, s, results, throughput)
 }
@@ -152,9 +158,12 @@ fn run_alternating(
         if plan.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
-        for (t, rec) in targets.iter_mut().zip(recs.iter_mut()) {
-            t.run_one(p.op, s, should_verify(i, plan), rec);
-            // The time until this key's next request goes to the request just done.
+        // Each round starts at the next key: the key after a slow peer's long request
+        // (an idle machine, cold caches) is a different one every round.
+        let n = targets.len();
+        for k in 0..n {
+            let j = (k + i as usize) % n;
+            targets[j].run_one(p.op, s, should_verify(i, plan), &mut recs[j]);
         }
     }
     for (t, rec) in targets.iter_mut().zip(recs.iter_mut()) {

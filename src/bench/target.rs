@@ -176,6 +176,7 @@ pub struct Target {
     seq: u64,
     /// Host counters of closed connections.
     closed_counts: InCounts,
+    pin_invalid_in_a_row: u32,
 }
 
 impl Target {
@@ -196,6 +197,7 @@ impl Target {
             cpu_mark: None,
             seq: 0,
             closed_counts: InCounts::default(),
+            pin_invalid_in_a_row: 0,
         };
         if t.spec.pid.is_none()
             && let Ok(addr) = t.spec.address.parse::<std::net::SocketAddr>()
@@ -405,17 +407,24 @@ impl Target {
         match result {
             Ok(t) => {
                 rec.tokens_ns.push(t0.elapsed().as_nanos() as u64);
+                self.pin_invalid_in_a_row = 0;
                 Ok((m, t))
             }
             Err(f) => {
-                // A wrong or blocked PIN costs retries: stop asking.
-                if matches!(
-                    f.key.as_str(),
-                    "CTAP2_ERR_PIN_INVALID"
-                        | "CTAP2_ERR_PIN_BLOCKED"
-                        | "CTAP2_ERR_PIN_AUTH_BLOCKED"
-                ) {
-                    self.pin = PinState::Unusable(f.message.clone());
+                // A wrong PIN costs a retry: stop at the second PIN_INVALID in a row (a
+                // key may fail one exchange on its own: virtual-fido's ECDH drops leading
+                // zero bytes of the shared point), and at once when blocked.
+                match f.key.as_str() {
+                    "CTAP2_ERR_PIN_INVALID" => {
+                        self.pin_invalid_in_a_row += 1;
+                        if self.pin_invalid_in_a_row >= 2 {
+                            self.pin = PinState::Unusable(f.message.clone());
+                        }
+                    }
+                    "CTAP2_ERR_PIN_BLOCKED" | "CTAP2_ERR_PIN_AUTH_BLOCKED" => {
+                        self.pin = PinState::Unusable(f.message.clone());
+                    }
+                    _ => {}
                 }
                 Err(f.prefixed("token:"))
             }

@@ -97,6 +97,10 @@ pub struct BenchArgs {
     /// Print the results as JSON (for scripts) instead of a Markdown table.
     #[arg(long)]
     json: bool,
+
+    /// Also write the JSON results to FILE (the table still goes to standard output).
+    #[arg(long, value_name = "FILE")]
+    json_file: Option<std::path::PathBuf>,
 }
 
 fn parse_ops(args: &BenchArgs) -> anyhow::Result<Vec<OpPlan>> {
@@ -179,8 +183,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         verify_every: args.verify_every,
         concurrent: args.concurrent,
         sweep: args.sweep,
+        progress: true,
     };
     let report = bench::run(&mut targets, &plan, &settings);
+    if let Some(path) = &args.json_file {
+        std::fs::write(path, report.json() + "\n")
+            .map_err(|e| anyhow::anyhow!("--json-file {}: {e}", path.display()))?;
+    }
     if args.json {
         println!("{}", report.json());
     } else {
