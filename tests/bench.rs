@@ -128,6 +128,8 @@ fn two_keys_alternate_and_concurrent_sweep_reports_throughput() {
         "ping-64=5",
         "--concurrent",
         "--sweep",
+        "--repeat",
+        "2",
         "--json",
     ]);
     assert_eq!(code, 0, "{err}");
@@ -137,7 +139,16 @@ fn two_keys_alternate_and_concurrent_sweep_reports_throughput() {
     assert_eq!(tp[0]["targets"], 1);
     assert_eq!(tp[1]["targets"], 2);
     assert_eq!(tp[1]["ok"], 10);
+    assert_eq!(tp[1]["runs"], 2);
     assert!(tp[1]["aggregate_ops_per_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        tp[1]["server_cpu_us_per_op"].as_f64().unwrap() > 0.0,
+        "{tp:?}"
+    );
+    assert!(
+        tp[1]["client_cpu_us_per_op"].as_f64().unwrap() > 0.0,
+        "{tp:?}"
+    );
 }
 
 /// A "key" that accepts the connection and answers garbage: reported as down, and the

@@ -46,6 +46,8 @@ pub struct Plan {
     pub concurrent: bool,
     /// With `concurrent`: run each operation on the first 1, 2, …, N targets.
     pub sweep: bool,
+    /// With `concurrent`: run each size this many times (the report gives medians).
+    pub repeat: u32,
     /// A line on standard error after each operation.
     pub progress: bool,
 }
@@ -64,6 +66,9 @@ pub struct Throughput {
     pub targets: usize,
     pub ok: u64,
     pub wall: Duration,
+    /// CPU time of the servers (those with a known process) and of this process.
+    pub server_cpu_ns: Option<u64>,
+    pub client_cpu_ns: Option<u64>,
 }
 
 /// Runs the plan against connected targets.
@@ -99,20 +104,33 @@ pub fn run(targets: &mut [Target], plan: &Plan, s: &Settings) -> Report {
             } else {
                 vec![ready_idx.len()]
             };
-            for k in sizes {
+            // Repeats cycle through the sizes, so a burst of outside load hits one
+            // repeat of each size rather than all repeats of one size.
+            let rounds = plan.repeat.max(1);
+            for (round, k) in (0..rounds).flat_map(|r| sizes.iter().map(move |&k| (r, k))) {
                 let chosen: Vec<&mut Target> = targets
                     .iter_mut()
                     .filter(|t| ready_idx.iter().take(k).any(|&i| i == t.index))
                     .collect();
-                let (rs, wall) = run_concurrent(chosen, *p, plan, s);
+                let (rs, wall, client_cpu_ns) = run_concurrent(chosen, *p, plan, s);
+                let server_cpu_ns = rs
+                    .iter()
+                    .map(|r| {
+                        r.samples
+                            .cpu_known
+                            .then_some(r.samples.cpu_op_ns + r.samples.cpu_token_ns)
+                    })
+                    .sum::<Option<u64>>();
                 throughput.push(Throughput {
                     op: p.op,
                     targets: k,
                     ok: rs.iter().map(|r| r.samples.latencies_ns.len() as u64).sum(),
                     wall,
+                    server_cpu_ns,
+                    client_cpu_ns,
                 });
-                // The per-target figures of the widest run are the ones reported.
-                if k == ready_idx.len() {
+                // The per-target figures of the last widest run are the ones reported.
+                if k == ready_idx.len() && round + 1 == rounds {
                     results.extend(rs);
                 }
             }
@@ -182,14 +200,14 @@ fn run_alternating(
         .collect()
 }
 
-/// Every target on its own thread, all at once; returns per-target results and the
-/// wall time from the common start to the last finish.
+/// Every target on its own thread, all at once; returns per-target results, the wall
+/// time from the common start to the last finish and this process's CPU time in it.
 fn run_concurrent(
     targets: Vec<&mut Target>,
     p: OpPlan,
     plan: &Plan,
     s: &Settings,
-) -> (Vec<OpResult>, Duration) {
+) -> (Vec<OpResult>, Duration, Option<u64>) {
     let barrier = Barrier::new(targets.len() + 1);
     let results = std::thread::scope(|scope| {
         let handles: Vec<_> = targets
@@ -205,6 +223,7 @@ fn run_concurrent(
                     t.checkpoint(target::Segment::Idle, None);
                     barrier.wait();
                     let start = Instant::now();
+                    let cpu0 = procfs::thread_cpu_ns();
                     for i in 0..p.count {
                         if plan.duration.is_some_and(|d| start.elapsed() >= d) {
                             break;
@@ -212,8 +231,11 @@ fn run_concurrent(
                         t.run_one(p.op, s, should_verify(i, plan), &mut rec);
                     }
                     let wall = start.elapsed();
+                    let cpu = cpu0
+                        .zip(procfs::thread_cpu_ns())
+                        .map(|(a, b)| b.saturating_sub(a));
                     t.checkpoint(target::Segment::Idle, Some(&mut rec));
-                    (t.index, rec, wall)
+                    (t.index, rec, wall, cpu)
                 })
             })
             .collect();
@@ -223,9 +245,12 @@ fn run_concurrent(
         (out, start.elapsed())
     });
     let (out, wall) = results;
+    // The client's CPU: each driving thread measures its own (a thread's counters
+    // vanish from /proc when it exits).
+    let client_cpu_ns = out.iter().map(|o| o.3).sum::<Option<u64>>();
     (
         out.into_iter()
-            .map(|(target, samples, wall)| OpResult {
+            .map(|(target, samples, wall, _)| OpResult {
                 op: p.op,
                 target,
                 samples,
@@ -233,5 +258,6 @@ fn run_concurrent(
             })
             .collect(),
         wall,
+        client_cpu_ns,
     )
 }

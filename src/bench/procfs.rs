@@ -72,6 +72,16 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
     any.then_some(total)
 }
 
+/// Nanoseconds the calling thread has run (/proc/thread-self/schedstat).
+pub fn thread_cpu_ns() -> Option<u64> {
+    fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The process's command name (/proc/PID/comm).
 pub fn comm(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm"))

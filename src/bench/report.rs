@@ -60,9 +60,19 @@ pub struct ThroughputRow {
     pub targets: usize,
     pub ok: u64,
     pub wall_s: f64,
+    /// The median of `runs` repeats (by rate); its wall time, ok count and CPU figures.
     pub aggregate_ops_per_s: f64,
+    pub runs: usize,
+    pub min_ops_per_s: f64,
+    pub max_ops_per_s: f64,
     /// Aggregate throughput over that of one target.
     pub scaling_vs_one: Option<f64>,
+    /// CPU time of all the servers per operation (the client's warm-up excluded).
+    pub server_cpu_us_per_op: Option<f64>,
+    /// CPU time of `vkey bench` itself per operation (all its threads, the whole phase).
+    pub client_cpu_us_per_op: Option<f64>,
+    /// (server + client CPU time) / wall time: how many cores the run kept busy.
+    pub cores_busy: Option<f64>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -138,34 +148,7 @@ impl Report {
                 _ => None,
             };
         }
-        let throughput = throughput
-            .iter()
-            .map(|t| {
-                let rate = t.ok as f64 / t.wall.as_secs_f64().max(1e-9);
-                ThroughputRow {
-                    op: t.op.name(),
-                    targets: t.targets,
-                    ok: t.ok,
-                    wall_s: (t.wall.as_secs_f64() * 1000.0).round() / 1000.0,
-                    aggregate_ops_per_s: rate.round(),
-                    scaling_vs_one: None,
-                }
-            })
-            .collect::<Vec<_>>();
-        let throughput = throughput
-            .iter()
-            .map(|t| {
-                let one = throughput
-                    .iter()
-                    .find(|o| o.op == t.op && o.targets == 1)
-                    .map(|o| o.aggregate_ops_per_s);
-                let mut t = t.clone();
-                t.scaling_vs_one = one
-                    .filter(|&o| o > 0.0)
-                    .map(|o| (t.aggregate_ops_per_s / o * 100.0).round() / 100.0);
-                t
-            })
-            .collect();
+        let throughput = throughput_rows(&throughput);
         Report {
             tool: "vkey bench",
             version: env!("CARGO_PKG_VERSION"),
@@ -282,19 +265,25 @@ impl Report {
         if !self.throughput.is_empty() {
             let _ = writeln!(
                 o,
-                "\n| op | keys (concurrent) | ok | wall | aggregate ops/s | vs 1 key |"
+                "\n| op | keys (concurrent) | ok | wall | aggregate ops/s (median; min–max of runs) | vs 1 key | server CPU/op | client CPU/op | cores busy |"
             );
-            let _ = writeln!(o, "|---|---|---|---|---|---|");
+            let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
             for t in &self.throughput {
                 let _ = writeln!(
                     o,
-                    "| {} | {} | {} | {:.2} s | {:.0} | {} |",
+                    "| {} | {} | {} | {:.2} s | {:.0} ({:.0}–{:.0} of {}) | {} | {} | {} | {} |",
                     t.op,
                     t.targets,
                     t.ok,
                     t.wall_s,
                     t.aggregate_ops_per_s,
-                    t.scaling_vs_one.map_or("–".into(), |x| format!("{x:.2}×"))
+                    t.min_ops_per_s,
+                    t.max_ops_per_s,
+                    t.runs,
+                    t.scaling_vs_one.map_or("–".into(), |x| format!("{x:.2}×")),
+                    ms(t.server_cpu_us_per_op),
+                    ms(t.client_cpu_us_per_op),
+                    t.cores_busy.map_or("–".into(), |x| format!("{x:.2}")),
                 );
             }
         }
@@ -305,6 +294,58 @@ impl Report {
         }
         o
     }
+}
+
+/// One row per (op, number of keys): the median run by aggregate rate, with the range.
+fn throughput_rows(runs: &[Throughput]) -> Vec<ThroughputRow> {
+    let mut keys: Vec<(super::Op, usize)> = Vec::new();
+    for t in runs {
+        if !keys.contains(&(t.op, t.targets)) {
+            keys.push((t.op, t.targets));
+        }
+    }
+    let rate = |t: &Throughput| t.ok as f64 / t.wall.as_secs_f64().max(1e-9);
+    let mut rows: Vec<ThroughputRow> = keys
+        .iter()
+        .filter_map(|&(op, k)| {
+            let mut group: Vec<&Throughput> = runs
+                .iter()
+                .filter(|t| t.op == op && t.targets == k)
+                .collect();
+            group.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+            let t = *group.get(group.len() / 2)?;
+            let per_op = |ns: Option<u64>| ns.filter(|_| t.ok > 0).map(|ns| us(ns / t.ok));
+            let busy = t.server_cpu_ns.zip(t.client_cpu_ns).map(|(s, c)| {
+                ((s + c) as f64 / 1e9 / t.wall.as_secs_f64().max(1e-9) * 100.0).round() / 100.0
+            });
+            Some(ThroughputRow {
+                op: op.name(),
+                targets: k,
+                ok: t.ok,
+                wall_s: (t.wall.as_secs_f64() * 1000.0).round() / 1000.0,
+                aggregate_ops_per_s: rate(t).round(),
+                runs: group.len(),
+                min_ops_per_s: group.first().map(|g| rate(g).round()).unwrap_or_default(),
+                max_ops_per_s: group.last().map(|g| rate(g).round()).unwrap_or_default(),
+                scaling_vs_one: None,
+                server_cpu_us_per_op: per_op(t.server_cpu_ns),
+                client_cpu_us_per_op: per_op(t.client_cpu_ns),
+                cores_busy: busy,
+            })
+        })
+        .collect();
+    let ones: Vec<(String, f64)> = rows
+        .iter()
+        .filter(|r| r.targets == 1)
+        .map(|r| (r.op.clone(), r.aggregate_ops_per_s))
+        .collect();
+    for r in &mut rows {
+        r.scaling_vs_one = ones
+            .iter()
+            .find(|(op, o)| *op == r.op && *o > 0.0)
+            .map(|(_, o)| (r.aggregate_ops_per_s / o * 100.0).round() / 100.0);
+    }
+    rows
 }
 
 fn row(r: &OpResult, name: String) -> ResultRow {

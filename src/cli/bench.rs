@@ -94,6 +94,12 @@ pub struct BenchArgs {
     #[arg(long, requires = "concurrent")]
     sweep: bool,
 
+    /// With --concurrent: run each size N times, cycling through the sizes, and report
+    /// the median aggregate throughput (and the range).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "concurrent",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
+
     /// Print the results as JSON (for scripts) instead of a Markdown table.
     #[arg(long)]
     json: bool,
@@ -183,6 +189,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         verify_every: args.verify_every,
         concurrent: args.concurrent,
         sweep: args.sweep,
+        repeat: args.repeat,
         progress: true,
     };
     let report = bench::run(&mut targets, &plan, &settings);
