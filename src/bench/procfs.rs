@@ -98,13 +98,19 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         assert_eq!(listening_pid(addr), Some(std::process::id()));
-        let a = cpu_ns(std::process::id()).unwrap();
+        assert!(cpu_ns(std::process::id()).is_some_and(|ns| ns > 0));
+        // This thread's counter grows while it works (updated at context switches and
+        // ticks, hence the short sleeps); other test threads may come and go meanwhile.
+        let a = thread_cpu_ns().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut x = 0u64;
-        for i in 0..2_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        while thread_cpu_ns().unwrap() <= a && std::time::Instant::now() < deadline {
+            for i in 0..200_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        std::hint::black_box(x);
-        assert!(cpu_ns(std::process::id()).unwrap() > a);
+        assert!(thread_cpu_ns().unwrap() > a);
     }
 
     #[test]
