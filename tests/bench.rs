@@ -193,6 +193,66 @@ fn a_broken_peer_is_a_result_not_a_crash() {
     );
 }
 
+/// Servers that import correctly and then misbehave in the URB phase: a reply longer
+/// than the URB asked for, a reply to a seqnum never sent, random bytes, a connection
+/// closed in the middle of a frame. Each is a key that is down, never a panic.
+#[test]
+fn hostile_usbip_servers_do_not_crash_the_host() {
+    let behaviours: Vec<Vec<u8>> = vec![
+        // RET_SUBMIT seq 1 (device descriptor, 8 bytes asked) claiming 60000 bytes.
+        ret_submit(1, 60000),
+        // RET_SUBMIT for seqnum 77, never submitted.
+        ret_submit(77, 0),
+        // Random bytes (a fixed xorshift sequence).
+        {
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            (0..3000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        },
+        // Half a header, then close.
+        ret_submit(1, 8)[..20].to_vec(),
+    ];
+    for (i, tail) in behaviours.into_iter().enumerate() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Some(Ok(mut s)) = l.incoming().next() {
+                let mut req = [0u8; 40];
+                let _ = s.read_exact(&mut req);
+                let mut rep = vec![0x01, 0x11, 0x00, 0x03, 0, 0, 0, 0];
+                let mut rec = vec![0u8; 312];
+                rec[256..259].copy_from_slice(b"1-1");
+                rep.extend_from_slice(&rec);
+                rep.extend_from_slice(&tail);
+                let _ = s.write_all(&rep);
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+        });
+        let target = format!("{addr}/1-1");
+        let (code, _, err) = bench(&["--target", &target, "--timeout-ms", "2000"]);
+        assert_eq!(code, 1, "behaviour {i}: {err}");
+        assert!(
+            err.contains("no key could be reached"),
+            "behaviour {i}: {err}"
+        );
+    }
+}
+
+fn ret_submit(seqnum: u32, actual_length: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [3u32, seqnum, 0, 0, 0, 0, actual_length, 0, 0, 0] {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    v.extend_from_slice(&[0u8; 8]);
+    v
+}
+
 #[test]
 fn flags_are_checked() {
     let (code, _, err) = bench(&["--spawn", "1", "--op", "ga-pin"]);

@@ -121,6 +121,8 @@ impl UsbipHost {
             .ok_or_else(|| HostError::Closed(format!("{addr}: no address")))?;
         let stream = TcpStream::connect_timeout(&sa, timeout).map_err(closed)?;
         stream.set_nodelay(true).map_err(closed)?;
+        // A peer that stops reading must not block a write for ever either.
+        stream.set_write_timeout(Some(timeout)).map_err(closed)?;
         let mut host = UsbipHost {
             stream,
             rbuf: Vec::with_capacity(4096),
