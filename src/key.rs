@@ -5,13 +5,18 @@
 //!
 //! This module and `cli` are the edge: they may import every layer.
 
-use std::sync::{Arc, mpsc};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use crate::ctap::{Authenticator, RequestContext, RequestHandle};
+use crate::ctap::trace::{self, TraceRequest, TraceResponse};
+use crate::ctap::{
+    Authenticator, BuiltInUv, Event as CtapEvent, EventSink, KeyStatus, PendingTouch, Presence,
+    RequestContext, RequestHandle, ResponseOverrides,
+};
 use crate::ctaphid::{self, CtapHid, Event, KeepaliveStatus, RequestKind, TxnId};
 use crate::usbip::{DeviceIdentity, ExportedDevice, HidFunction, HidReport};
 
@@ -19,6 +24,126 @@ use crate::usbip::{DeviceIdentity, ExportedDevice, HidFunction, HidReport};
 /// registered VID:PID pair that belongs to no commercial key.
 pub const VENDOR_ID: u16 = 0x1209;
 pub const PRODUCT_ID: u16 = 0x0001;
+
+/// Events buffered per key for slow subscribers; one that falls further behind loses
+/// the oldest and is told how many (it never blocks the key).
+pub const EVENT_BUFFER: usize = 1024;
+
+/// What a key tells its observers (the control interface's event stream, `--trace`).
+#[derive(Clone, Debug)]
+pub enum KeyEventKind {
+    /// From the CTAP core: credentials made, used, changed, deleted; presence asked.
+    Ctap(CtapEvent),
+    /// A host imported the key (a power-up).
+    Attached,
+    /// The host's connection ended (detach, or a replug).
+    Detached,
+    /// A CTAP request, decoded, secrets redacted.
+    Request(TraceRequest),
+    /// Its response.
+    Response(TraceResponse),
+}
+
+#[derive(Clone, Debug)]
+pub struct KeyEvent {
+    pub bus_id: Arc<str>,
+    pub time: SystemTime,
+    pub kind: KeyEventKind,
+}
+
+/// A key's state that the control interface reads and changes without the
+/// authenticator thread: presence, the UV result, the override bits, whether a host is
+/// attached, the event channel, the last status snapshot.
+pub struct KeyShared {
+    bus_id: Arc<str>,
+    pub presence: Presence,
+    /// Built-in UV (`--uv`), whose result is a switch.
+    pub uv: Option<BuiltInUv>,
+    pub overrides: ResponseOverrides,
+    events: broadcast::Sender<KeyEvent>,
+    attached: AtomicBool,
+    unplug: watch::Sender<u64>,
+    status: Mutex<Option<KeyStatus>>,
+}
+
+impl KeyShared {
+    pub fn new(
+        bus_id: &str,
+        presence: Presence,
+        uv: Option<BuiltInUv>,
+        overrides: ResponseOverrides,
+    ) -> Arc<KeyShared> {
+        Arc::new(KeyShared {
+            bus_id: bus_id.into(),
+            presence,
+            uv,
+            overrides,
+            events: broadcast::channel(EVENT_BUFFER).0,
+            attached: AtomicBool::new(false),
+            unplug: watch::channel(0).0,
+            status: Mutex::new(None),
+        })
+    }
+
+    pub fn bus_id(&self) -> &str {
+        &self.bus_id
+    }
+
+    /// The sink for the CTAP core's events (goes into its `Config`).
+    pub fn event_sink(self: &Arc<Self>) -> Arc<dyn EventSink> {
+        Arc::new(Sink(self.clone()))
+    }
+
+    /// A new subscriber to this key's events.
+    pub fn subscribe(&self) -> broadcast::Receiver<KeyEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, kind: KeyEventKind) {
+        // No subscriber is fine: nobody watches.
+        let _ = self.events.send(KeyEvent {
+            bus_id: self.bus_id.clone(),
+            time: SystemTime::now(),
+            kind,
+        });
+    }
+
+    fn tracing(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
+    /// Changes on every replug.
+    pub fn replugs(&self) -> watch::Receiver<u64> {
+        self.unplug.subscribe()
+    }
+
+    /// Whether a host has the key imported now.
+    pub fn attached(&self) -> bool {
+        self.attached.load(Ordering::Acquire)
+    }
+
+    /// The key's state as of the last request it finished.
+    pub fn status(&self) -> Option<KeyStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_status(&self, s: KeyStatus) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    }
+}
+
+struct Sink(Arc<KeyShared>);
+
+impl EventSink for Sink {
+    fn emit(&self, event: CtapEvent) {
+        self.0.emit(KeyEventKind::Ctap(event));
+    }
+}
+
+type ControlJob = Box<dyn FnOnce(&mut Authenticator) + Send>;
 
 /// A request for the authenticator thread.
 enum Job {
@@ -29,6 +154,8 @@ enum Job {
         ctx: RequestContext,
         reply: Reply,
     },
+    /// A control-interface operation, serialised with CTAP requests.
+    Control(ControlJob),
 }
 
 struct Reply {
@@ -37,15 +164,32 @@ struct Reply {
     notify: Arc<Notify>,
 }
 
+/// Why a control operation did not run; nothing changed.
+#[derive(Debug)]
+pub enum Busy {
+    /// A CTAP request waits for the user's touch (approve or deny it first).
+    WaitsForUser(PendingTouch),
+    /// The authenticator did not get to it in time.
+    Timeout,
+    /// The authenticator thread is gone.
+    Gone,
+}
+
+/// How long a control operation waits behind CTAP requests that do not wait for the
+/// user (a `delay:` presence, a slow store) before it is given up.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A virtual security key: identity plus the thread that owns its authenticator.
 pub struct Key {
     identity: DeviceIdentity,
     jobs: mpsc::Sender<Job>,
+    shared: Arc<KeyShared>,
 }
 
 impl Key {
     /// Starts the authenticator thread. It blocks on its queue when idle (no polling).
-    pub fn new(mut auth: Authenticator) -> std::io::Result<Key> {
+    /// `auth`'s config must carry `shared`'s presence, UV, overrides and event sink.
+    pub fn new(mut auth: Authenticator, shared: Arc<KeyShared>) -> std::io::Result<Key> {
         let identity = DeviceIdentity {
             vendor_id: VENDOR_ID,
             product_id: PRODUCT_ID,
@@ -54,31 +198,114 @@ impl Key {
             product: "vkey virtual FIDO2 security key".into(),
             serial: auth.store().serial().to_string(),
         };
+        shared.set_status(auth.status());
         let (jobs, rx) = mpsc::channel::<Job>();
+        let sh = shared.clone();
         std::thread::Builder::new()
-            .name("vkey-ctap".into())
+            .name(format!("vkey-ctap-{}", shared.bus_id))
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
                     match job {
                         Job::PowerUp => auth.power_up(),
                         Job::Cbor { data, ctx, reply } => {
                             let started = Instant::now();
+                            let command = data.first().copied().unwrap_or(0);
+                            let traced = sh.tracing();
+                            if traced {
+                                sh.emit(KeyEventKind::Request(trace::request(&data)));
+                            }
                             let resp = auth.process(&data, &ctx);
                             debug!(
-                                "ctap cmd {:#04x} -> status {:#04x} in {:?}",
-                                data.first().copied().unwrap_or(0),
+                                "ctap cmd {command:#04x} -> status {:#04x} in {:?}",
                                 resp[0],
                                 started.elapsed()
                             );
+                            if traced {
+                                sh.emit(KeyEventKind::Response(trace::response(command, &resp)));
+                            }
                             // The session may be gone (host disconnected); then nobody waits.
                             if reply.tx.send((reply.txn, resp)).is_ok() {
                                 reply.notify.notify_one();
                             }
+                            if command != crate::ctap::CommandCode::GetInfo as u8 {
+                                sh.set_status(auth.status());
+                            }
+                            continue;
                         }
+                        Job::Control(f) => f(&mut auth),
                     }
+                    sh.set_status(auth.status());
                 }
             })?;
-        Ok(Key { identity, jobs })
+        Ok(Key {
+            identity,
+            jobs,
+            shared,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<KeyShared> {
+        &self.shared
+    }
+
+    /// Runs `f` on the authenticator thread, after the CTAP request in progress. If
+    /// that request waits for the user, gives up at once ([`Busy::WaitsForUser`]): a
+    /// control client never hangs behind a touch. A job given up never runs.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Authenticator) -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        const QUEUED: u8 = 0;
+        const RUNNING: u8 = 1;
+        const ABANDONED: u8 = 2;
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let (tx, mut rx) = oneshot::channel();
+        let st = state.clone();
+        let job: ControlJob = Box::new(move |auth| {
+            if st
+                .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let _ = tx.send(f(auth));
+            }
+        });
+        self.jobs.send(Job::Control(job)).map_err(|_| Busy::Gone)?;
+        let deadline = tokio::time::Instant::now() + CONTROL_TIMEOUT;
+        loop {
+            let give_up = tokio::select! {
+                r = &mut rx => return r.map_err(|_| Busy::Gone),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    match self.shared.presence.pending() {
+                        Some(p) => Some(Busy::WaitsForUser(p)),
+                        None if tokio::time::Instant::now() >= deadline => Some(Busy::Timeout),
+                        None => None,
+                    }
+                }
+            };
+            if let Some(why) = give_up {
+                if state
+                    .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Err(why);
+                }
+                // Already running: control jobs never wait for the user, so it ends soon.
+                return (&mut rx).await.map_err(|_| Busy::Gone);
+            }
+        }
+    }
+
+    /// A power cycle, as when the key is pulled out and plugged back: an attached
+    /// host loses its connection (the next import is a power-up); without a host the
+    /// key powers up now. Returns whether a host was attached.
+    pub fn replug(&self) -> bool {
+        let attached = self.shared.attached();
+        self.shared.unplug.send_modify(|g| *g = g.wrapping_add(1));
+        if !attached {
+            let _ = self.jobs.send(Job::PowerUp);
+        }
+        info!("{}: replug", self.shared.bus_id);
+        attached
     }
 }
 
@@ -93,8 +320,14 @@ impl ExportedDevice for Key {
         self.identity.clone()
     }
 
+    fn unplug_signal(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.shared.unplug.subscribe())
+    }
+
     fn attach(&self) -> (Box<dyn HidFunction>, Arc<Notify>) {
         let _ = self.jobs.send(Job::PowerUp);
+        self.shared.attached.store(true, Ordering::Release);
+        self.shared.emit(KeyEventKind::Attached);
         let notify = Arc::new(Notify::new());
         let (tx, rx) = mpsc::channel();
         let hid = CtapHid::new(ctaphid::Config {
@@ -110,6 +343,7 @@ impl ExportedDevice for Key {
             response_tx: tx,
             notify: notify.clone(),
             current: None,
+            shared: self.shared.clone(),
         };
         (Box::new(session), notify)
     }
@@ -125,6 +359,7 @@ pub struct KeySession {
     /// The request in progress: CTAPHID_CANCEL, resync and disconnect cancel it, and
     /// its UPNEEDED state decides the KEEPALIVE status.
     current: Option<(TxnId, RequestHandle)>,
+    shared: Arc<KeyShared>,
 }
 
 impl KeySession {
@@ -212,5 +447,7 @@ impl Drop for KeySession {
         if let Some((_, h)) = &self.current {
             h.cancel();
         }
+        self.shared.attached.store(false, Ordering::Release);
+        self.shared.emit(KeyEventKind::Detached);
     }
 }

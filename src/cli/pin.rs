@@ -68,17 +68,25 @@ pub fn apply_startup_pin(store: &mut Store, pin: &[u8]) -> anyhow::Result<bool> 
 
 #[derive(Subcommand, Debug)]
 pub enum PinCommand {
-    /// Set the PIN of a store that has none (the key must not be running).
+    /// Set the PIN: of the running key (through its control socket), or with --store of
+    /// a store whose key is not running.
     Set(PinArgs),
-    /// Change the PIN of a store (the key must not be running).
+    /// Change the PIN: of the running key, or with --store offline.
     Change(PinArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct PinArgs {
-    /// The key's store [default: the user's data directory].
-    #[arg(long, value_name = "DIR")]
+    /// The key's store, offline [default: the running key if its control socket
+    /// answers, else the user's data directory].
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["control", "key"])]
     store: Option<PathBuf>,
+    /// The running key's control socket (default: as `vkey status` finds it).
+    #[arg(long, value_name = "PATH", env = "VKEY_CONTROL")]
+    control: Option<PathBuf>,
+    /// The running key's bus id, when several run.
+    #[arg(long, value_name = "BUSID")]
+    key: Option<String>,
     /// File whose first line is the PIN (for `change`: the current PIN). Else VKEY_PIN,
     /// else the first line of standard input.
     #[arg(long, value_name = "FILE")]
@@ -103,6 +111,29 @@ pub fn run(
     default_store: impl FnOnce() -> anyhow::Result<PathBuf>,
 ) -> anyhow::Result<()> {
     let (PinCommand::Set(args) | PinCommand::Change(args)) = &cmd;
+    if args.store.is_none() {
+        let target = super::ctl::Target {
+            control: args.control.clone(),
+            key: args.key.clone(),
+        };
+        let socket = target.socket();
+        let reachable = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+        if reachable || args.control.is_some() || args.key.is_some() {
+            let change = matches!(cmd, PinCommand::Change(_));
+            let first = match pin_from(args.pin_file.as_deref(), "VKEY_PIN")? {
+                Some(p) => p,
+                None => stdin_line(if change { "current PIN" } else { "PIN" })?,
+            };
+            if !change {
+                return super::ctl::pin_online(&target, false, &first, None);
+            }
+            let new = match pin_from(args.new_pin_file.as_deref(), "VKEY_NEW_PIN")? {
+                Some(p) => p,
+                None => stdin_line("new PIN")?,
+            };
+            return super::ctl::pin_online(&target, true, &new, Some(&first));
+        }
+    }
     let dir = match &args.store {
         Some(d) => d.clone(),
         None => default_store()?,

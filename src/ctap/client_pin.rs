@@ -8,7 +8,7 @@ use super::Authenticator;
 use super::cbor::{MapBuilder, RequestMap, read};
 use super::dispatcher::Response;
 use super::params::pin_uv_auth_protocol;
-use super::presence::RequestContext;
+use super::presence::{RequestContext, Touch};
 use super::status::{CtapResult, StatusCode};
 use crate::pin::policy::{self, MAX_CONSECUTIVE_PIN_FAILURES, PinError};
 use crate::pin::{KeyAgreement, Permissions, Protocol, SharedSecret};
@@ -313,7 +313,12 @@ fn token_using_uv(
     let protocol = req.protocol()?;
     let perms = req.permissions()?;
     let shared = shared_secret(auth, protocol, req)?;
-    auth.perform_builtin_uv(ctx, "verify the user (built-in UV)")?;
+    let touch = Touch {
+        command: "clientPin",
+        rp_id: req.rp_id.as_deref(),
+        user_name: None,
+    };
+    auth.perform_builtin_uv(ctx, touch)?;
     issue_token(auth, protocol, &shared, perms, req.rp_id.clone(), true)
 }
 

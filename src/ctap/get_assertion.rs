@@ -8,10 +8,11 @@ use super::Authenticator;
 use super::auth_data::{self, FLAG_UP, FLAG_UV};
 use super::cbor::{MapBuilder, RequestMap, read};
 use super::dispatcher::Response;
+use super::events::{CredentialInfo, Event};
 use super::extensions::{CredProtect, GetAssertionExtensions};
 use super::get_next_assertion::PendingAssertions;
 use super::params::{CredentialDescriptor, Options, UserEntity};
-use super::presence::RequestContext;
+use super::presence::{RequestContext, Touch};
 use super::runtime::StatefulCommand;
 use super::status::{CtapResult, StatusCode};
 use super::user_verification::{Operation, UvRequest};
@@ -77,8 +78,10 @@ impl Response for GetAssertionResponse {
 
 /// What every assertion of one getAssertion shares; getNextAssertion keeps it.
 pub(super) struct AssertionContext {
+    pub rp_id: String,
     pub rp_id_hash: [u8; 32],
     pub client_data_hash: Vec<u8>,
+    /// UP and UV; BE and BS are each credential's.
     pub flags: u8,
     pub extensions: GetAssertionExtensions,
     /// The RP has several accounts here: user names may be shown (§6.2.2 "user").
@@ -103,6 +106,7 @@ pub(super) fn get_assertion(
             pin_uv_auth_param: req.pin_uv_auth_param.as_deref(),
             pin_uv_auth_protocol: req.pin_uv_auth_protocol,
             uv_option: req.options.uv,
+            user_name: None,
         },
         ctx,
     )?;
@@ -119,7 +123,12 @@ pub(super) fn get_assertion(
     // Step 9: user presence unless up=false (a "silent" assertion); a token used for it
     // is used up.
     if up {
-        auth.presence_for(&v, ctx, &format!("sign in to {}", req.rp_id))?;
+        let touch = Touch {
+            command: "getAssertion",
+            rp_id: Some(&req.rp_id),
+            user_name: None,
+        };
+        auth.presence_for(&v, ctx, touch)?;
         if v.token {
             auth.state.token.consume();
         }
@@ -129,9 +138,10 @@ pub(super) fn get_assertion(
 
     let count = ids.len();
     let context = AssertionContext {
+        rp_id: req.rp_id,
         rp_id_hash,
         client_data_hash: req.client_data_hash,
-        flags: if up { FLAG_UP } else { 0 } | if v.uv { FLAG_UV } else { 0 } | auth.backup_flags(),
+        flags: if up { FLAG_UP } else { 0 } | if v.uv { FLAG_UV } else { 0 },
         extensions,
         several_accounts: count > 1,
     };
@@ -195,13 +205,10 @@ pub(super) fn assertion(
     let key = source.key().ok_or(StatusCode::Other)?;
     let counter = auth.store.bump_counter(id)?;
     let outputs = context.extensions.outputs();
-    let auth_data = auth_data::build(
-        &context.rp_id_hash,
-        context.flags,
-        counter,
-        None,
-        outputs.encode(),
-    );
+    let backup = auth.backup_of(id);
+    let overrides = auth.config.overrides.get();
+    let flags = overrides.flags(context.flags | Authenticator::backup_flags(backup));
+    let auth_data = auth_data::build(&context.rp_id_hash, flags, counter, None, outputs.encode());
     let mut signed = auth_data.clone();
     signed.extend_from_slice(&context.client_data_hash);
     // §6.2.2 "user": for a discoverable credential the user handle. Name and display
@@ -209,18 +216,31 @@ pub(super) fn assertion(
     // platform then shows an account chooser); for a single account only the id, or
     // Chrome asks the user to confirm an account nobody needs to choose.
     let names = context.flags & FLAG_UV != 0 && context.several_accounts;
-    let user = source
-        .discoverable
-        .then(|| auth.store.get_credential(id))
-        .flatten()
+    let stored = auth.store.get_credential(id);
+    let user = stored
+        .as_ref()
+        .filter(|_| source.discoverable)
         .map(|c| UserEntity {
-            id: c.user_id,
-            name: c.user_name.filter(|_| names),
-            display_name: c.user_display_name.filter(|_| names),
+            id: c.user_id.clone(),
+            name: c.user_name.clone().filter(|_| names),
+            display_name: c.user_display_name.clone().filter(|_| names),
         });
+    auth.config
+        .events
+        .emit(Event::CredentialAsserted(CredentialInfo {
+            credential_id: id.to_vec(),
+            is_resident: source.discoverable,
+            rp_id: context.rp_id.clone(),
+            user_handle: stored.as_ref().map(|c| c.user_id.clone()),
+            user_name: stored.as_ref().and_then(|c| c.user_name.clone()),
+            user_display_name: stored.and_then(|c| c.user_display_name),
+            sign_count: counter,
+            backup_eligibility: backup.0,
+            backup_state: backup.1,
+        }));
     Ok(GetAssertionResponse {
         credential_id: id.to_vec(),
-        signature: key.sign(&signed),
+        signature: overrides.signature(key.sign(&signed)),
         auth_data,
         user,
         number_of_credentials: None,

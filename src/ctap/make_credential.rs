@@ -6,11 +6,12 @@ use super::auth_data::{self, AttestedCredential, FLAG_UP, FLAG_UV};
 use super::cbor::{MapBuilder, RequestMap, read};
 use super::credential_id;
 use super::dispatcher::Response;
+use super::events::{CredentialInfo, Event};
 use super::extensions::{MakeCredentialExtensions, MakeCredentialOutputs};
 use super::params::{
     CredentialDescriptor, Options, RpEntity, UserEntity, first_supported_algorithm,
 };
-use super::presence::RequestContext;
+use super::presence::{RequestContext, Touch};
 use super::status::{CtapResult, StatusCode};
 use super::user_verification::{Operation, UvRequest, Verification};
 use super::{AAGUID, AttestationFormat, Authenticator};
@@ -95,6 +96,7 @@ pub(super) fn make_credential(
             pin_uv_auth_param: req.pin_uv_auth_param.as_deref(),
             pin_uv_auth_protocol: req.pin_uv_auth_protocol,
             uv_option: req.options.uv,
+            user_name: req.user.name.as_deref(),
         },
         ctx,
     )?;
@@ -110,7 +112,12 @@ pub(super) fn make_credential(
     let extensions = req.extensions?;
 
     // Step 14: user presence (a token's userPresent or built-in UV may stand in).
-    auth.presence_for(&v, ctx, &format!("register with {}", rp.id))?;
+    let touch = Touch {
+        command: "makeCredential",
+        rp_id: Some(&rp.id),
+        user_name: req.user.name.as_deref(),
+    };
+    auth.presence_for(&v, ctx, touch)?;
 
     // Steps 16–17: create the credential; a discoverable one goes to the store.
     let key = CredentialKey::generate(req.algorithm);
@@ -122,17 +129,20 @@ pub(super) fn make_credential(
         rk,
         cred_protect,
     );
+    let (backup_eligible, backup_state) = auth.default_backup();
     if rk {
         auth.store.put_credential(Credential {
             id: id.clone(),
             rp_id: rp.id.clone(),
             rp_name: rp.name.clone(),
-            user_id: req.user.id,
-            user_name: req.user.name,
-            user_display_name: req.user.display_name,
+            user_id: req.user.id.clone(),
+            user_name: req.user.name.clone(),
+            user_display_name: req.user.display_name.clone(),
             cred_protect: cred_protect.level(),
             discoverable: true,
             private_key: None,
+            backup_eligible: Some(backup_eligible),
+            backup_state: Some(backup_state),
         })?;
     }
 
@@ -149,7 +159,11 @@ pub(super) fn make_credential(
             .min_pin_length_for(&rp.id)
             .filter(|_| extensions.min_pin_length),
     };
-    let flags = FLAG_UP | if v.uv { FLAG_UV } else { 0 } | auth.backup_flags();
+    let overrides = auth.config.overrides.get();
+    let flags = FLAG_UP
+        | if v.uv { FLAG_UV } else { 0 }
+        | Authenticator::backup_flags((backup_eligible, backup_state));
+    let flags = overrides.flags(flags);
     let auth_data = auth_data::build(
         &rp_id_hash,
         flags,
@@ -162,6 +176,19 @@ pub(super) fn make_credential(
         outputs.encode(),
     );
     let (fmt, att_stmt) = attest(auth, &key, &auth_data, &req.client_data_hash)?;
+    auth.config
+        .events
+        .emit(Event::CredentialAdded(CredentialInfo {
+            credential_id: id,
+            is_resident: rk,
+            rp_id: rp.id.clone(),
+            user_handle: Some(req.user.id),
+            user_name: req.user.name,
+            user_display_name: req.user.display_name,
+            sign_count: 0,
+            backup_eligibility: backup_eligible,
+            backup_state,
+        }));
     Ok(MakeCredentialResponse {
         fmt,
         auth_data,
@@ -186,8 +213,12 @@ fn check_exclude_list(
                 .is_some_and(|c| c.cred_protect.allows(v.uv, true))
     });
     if excluded {
-        let what = format!("makeCredential for {} (already registered)", req.rp.id);
-        auth.presence_for(v, ctx, &what)?;
+        let touch = Touch {
+            command: "makeCredential",
+            rp_id: Some(&req.rp.id),
+            user_name: req.user.name.as_deref(),
+        };
+        auth.presence_for(v, ctx, touch)?;
         return Err(StatusCode::CredentialExcluded);
     }
     Ok(())
@@ -202,13 +233,14 @@ fn attest(
 ) -> CtapResult<(&'static str, Value)> {
     let mut signed = auth_data.to_vec();
     signed.extend_from_slice(client_data_hash);
+    let overrides = auth.config.overrides.get();
     Ok(match auth.config.attestation {
         AttestationFormat::Packed => {
             let a = auth.attestation.as_ref().ok_or(StatusCode::Other)?;
             let x5c = Value::Array(vec![Value::Bytes(a.batch_cert_der.clone())]);
             let stmt = MapBuilder::new()
                 .text("alg", -7)
-                .text("sig", Value::Bytes(a.sign(&signed)))
+                .text("sig", Value::Bytes(overrides.signature(a.sign(&signed))))
                 .text("x5c", x5c)
                 .build();
             ("packed", stmt)
@@ -217,7 +249,7 @@ fn attest(
         AttestationFormat::SelfAttestation => {
             let stmt = MapBuilder::new()
                 .text("alg", key.algorithm().cose_id())
-                .text("sig", Value::Bytes(key.sign(&signed)))
+                .text("sig", Value::Bytes(overrides.signature(key.sign(&signed))))
                 .build();
             ("packed", stmt)
         }

@@ -16,24 +16,33 @@ mod client_pin;
 mod credential_id;
 mod credential_management;
 mod dispatcher;
+pub mod events;
 mod extensions;
 mod get_assertion;
 mod get_info;
 mod get_next_assertion;
 mod make_credential;
+mod management;
+mod overrides;
 mod params;
 pub mod presence;
 mod reset;
 mod runtime;
 mod selection;
 pub mod status;
+pub mod trace;
 mod user_verification;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-pub use presence::{Presence, PresenceMode, RequestContext, RequestHandle};
+pub use events::{CredentialInfo, Event, EventSink, NoEvents};
+pub use management::{ImportCredential, KeyStatus, ManageError, StoredCredential};
+pub use overrides::{OverrideBits, ResponseOverrides};
+pub use presence::{
+    AnswerError, PendingTouch, Presence, PresenceMode, RequestContext, RequestHandle, Touch,
+};
 pub use runtime::{Clock, FakeClock, SystemClock};
 pub use status::{CtapResult, StatusCode};
 
@@ -98,6 +107,10 @@ pub struct Config {
     pub uv: Option<BuiltInUv>,
     /// The time for token timers, the reset window and stateful commands.
     pub clock: Arc<dyn Clock>,
+    /// Where credential and presence events go.
+    pub events: Arc<dyn EventSink>,
+    /// CDP response override bits (bogus signature, UV / UP flags cleared).
+    pub overrides: ResponseOverrides,
 }
 
 impl Default for Config {
@@ -109,6 +122,8 @@ impl Default for Config {
             backup_state: false,
             uv: None,
             clock: Arc::new(SystemClock),
+            events: Arc::new(NoEvents),
+            overrides: ResponseOverrides::default(),
         }
     }
 }
@@ -233,20 +248,51 @@ impl Authenticator {
         }
     }
 
-    fn user_presence(&self, ctx: &RequestContext, what: &str) -> CtapResult<()> {
-        self.config.presence.request(ctx, what)
+    fn user_presence(&self, ctx: &RequestContext, touch: Touch<'_>) -> CtapResult<()> {
+        let events = &self.config.events;
+        self.config.presence.request(ctx, touch, |p| {
+            events.emit(Event::PresenceRequested {
+                id: p.id,
+                command: p.command,
+                rp_id: p.rp_id.clone(),
+                waits: matches!(
+                    self.config.presence.mode(),
+                    PresenceMode::Prompt | PresenceMode::Manual
+                ),
+            })
+        })
+    }
+
+    /// The key's BE/BS flags (`--backup-eligible`, `--backup-state`): what a new
+    /// credential gets, and what a credential that is not stored shows.
+    fn default_backup(&self) -> (bool, bool) {
+        let be = self.config.backup_eligible;
+        (be, be && self.config.backup_state)
     }
 
     /// BE/BS bits for authenticator data.
-    fn backup_flags(&self) -> u8 {
+    fn backup_flags((eligible, state): (bool, bool)) -> u8 {
         let mut f = 0;
-        if self.config.backup_eligible {
+        if eligible {
             f |= auth_data::FLAG_BE;
-            if self.config.backup_state {
+            if state {
                 f |= auth_data::FLAG_BS;
             }
         }
         f
+    }
+
+    /// The BE/BS flags of credential `id`: its own if it is stored with them, else the
+    /// key's.
+    fn backup_of(&self, id: &[u8]) -> (bool, bool) {
+        let (be, bs) = self.default_backup();
+        match self.store.get_credential(id) {
+            Some(c) => (
+                c.backup_eligible.unwrap_or(be),
+                c.backup_state.unwrap_or(bs),
+            ),
+            None => (be, bs),
+        }
     }
 
     /// A credential ID that is ours for this RP: it opens under our wrapping key with

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Authenticator;
 use super::cbor::no_parameters;
-use super::presence::RequestContext;
+use super::presence::{RequestContext, Touch};
 use super::runtime::RuntimeState;
 use super::status::{CtapResult, StatusCode};
 
@@ -20,7 +20,12 @@ pub(super) fn reset(
     if auth.now().saturating_duration_since(auth.state.powered_up) > RESET_WINDOW {
         return Err(StatusCode::NotAllowed);
     }
-    auth.user_presence(ctx, "reset the key (erases every credential)")?;
+    let touch = Touch {
+        command: "reset",
+        rp_id: None,
+        user_name: None,
+    };
+    auth.user_presence(ctx, touch)?;
     auth.store.reset()?;
     // Volatile PIN/UV state goes with the PIN: token, failures, key agreement keys. The
     // reset window stays as it was.

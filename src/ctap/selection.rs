@@ -3,7 +3,7 @@
 
 use super::Authenticator;
 use super::cbor::no_parameters;
-use super::presence::RequestContext;
+use super::presence::{RequestContext, Touch};
 use super::status::CtapResult;
 
 pub(super) fn selection(
@@ -12,5 +12,10 @@ pub(super) fn selection(
     ctx: &RequestContext,
 ) -> CtapResult<()> {
     no_parameters(params)?;
-    auth.user_presence(ctx, "select this key")
+    let touch = Touch {
+        command: "selection",
+        rp_id: None,
+        user_name: None,
+    };
+    auth.user_presence(ctx, touch)
 }

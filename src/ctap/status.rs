@@ -101,6 +101,60 @@ pub enum StatusCode {
 }
 
 impl StatusCode {
+    /// Every status, for decoding a byte (traces).
+    const ALL: [StatusCode; 45] = [
+        StatusCode::InvalidCommand,
+        StatusCode::InvalidParameter,
+        StatusCode::InvalidLength,
+        StatusCode::InvalidSeq,
+        StatusCode::Timeout,
+        StatusCode::ChannelBusy,
+        StatusCode::LockRequired,
+        StatusCode::InvalidChannel,
+        StatusCode::CborUnexpectedType,
+        StatusCode::InvalidCbor,
+        StatusCode::MissingParameter,
+        StatusCode::LimitExceeded,
+        StatusCode::FpDatabaseFull,
+        StatusCode::LargeBlobStorageFull,
+        StatusCode::CredentialExcluded,
+        StatusCode::Processing,
+        StatusCode::InvalidCredential,
+        StatusCode::UserActionPending,
+        StatusCode::OperationPending,
+        StatusCode::NoOperations,
+        StatusCode::UnsupportedAlgorithm,
+        StatusCode::OperationDenied,
+        StatusCode::KeyStoreFull,
+        StatusCode::UnsupportedOption,
+        StatusCode::InvalidOption,
+        StatusCode::KeepaliveCancel,
+        StatusCode::NoCredentials,
+        StatusCode::UserActionTimeout,
+        StatusCode::NotAllowed,
+        StatusCode::PinInvalid,
+        StatusCode::PinBlocked,
+        StatusCode::PinAuthInvalid,
+        StatusCode::PinAuthBlocked,
+        StatusCode::PinNotSet,
+        StatusCode::PuatRequired,
+        StatusCode::PinPolicyViolation,
+        StatusCode::RequestTooLarge,
+        StatusCode::ActionTimeout,
+        StatusCode::UpRequired,
+        StatusCode::UvBlocked,
+        StatusCode::IntegrityFailure,
+        StatusCode::InvalidSubcommand,
+        StatusCode::UvInvalid,
+        StatusCode::UnauthorizedPermission,
+        StatusCode::Other,
+    ];
+
+    /// The status a byte stands for, if any.
+    pub fn from_byte(b: u8) -> Option<StatusCode> {
+        Self::ALL.iter().copied().find(|s| s.byte() == b)
+    }
+
     pub fn byte(self) -> u8 {
         self as u8
     }

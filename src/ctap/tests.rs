@@ -502,6 +502,8 @@ fn imported_credentials_with_their_own_key_sign_assertions() {
                     algorithm: key.algorithm(),
                     secret: key.secret(),
                 }),
+                backup_eligible: None,
+                backup_state: None,
             })
             .unwrap();
     }

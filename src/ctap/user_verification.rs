@@ -6,7 +6,7 @@
 
 use super::Authenticator;
 use super::params::pin_uv_auth_protocol;
-use super::presence::RequestContext;
+use super::presence::{RequestContext, Touch};
 use super::status::{CtapResult, StatusCode};
 use crate::crypto::sha256;
 use crate::pin::{Permissions, Protocol};
@@ -84,6 +84,8 @@ pub(super) struct UvRequest<'a> {
     pub pin_uv_auth_param: Option<&'a [u8]>,
     pub pin_uv_auth_protocol: Option<u64>,
     pub uv_option: Option<bool>,
+    /// makeCredential's user.name, for the prompt.
+    pub user_name: Option<&'a str>,
 }
 
 impl Authenticator {
@@ -95,7 +97,18 @@ impl Authenticator {
     ) -> CtapResult<Verification> {
         // Step 1: the zero-length pinUvAuthParam probe (Windows: "which key?").
         if req.pin_uv_auth_param.is_some_and(<[u8]>::is_empty) {
-            self.user_presence(ctx, &format!("select this key for {}", req.rp_id))?;
+            let command = match op {
+                Operation::MakeCredential { .. } => "makeCredential",
+                Operation::GetAssertion => "getAssertion",
+            };
+            self.user_presence(
+                ctx,
+                Touch {
+                    command,
+                    rp_id: Some(req.rp_id),
+                    user_name: None,
+                },
+            )?;
             return Err(if self.pin_is_set() {
                 StatusCode::PinInvalid
             } else {
@@ -149,7 +162,16 @@ impl Authenticator {
             });
         }
         if uv {
-            self.perform_builtin_uv(ctx, &format!("verify the user for {}", req.rp_id))?;
+            let command = match op {
+                Operation::MakeCredential { .. } => "makeCredential",
+                Operation::GetAssertion => "getAssertion",
+            };
+            let touch = Touch {
+                command,
+                rp_id: Some(req.rp_id),
+                user_name: req.user_name,
+            };
+            self.perform_builtin_uv(ctx, touch)?;
         }
         Ok(Verification {
             uv,
@@ -164,12 +186,12 @@ impl Authenticator {
         &self,
         v: &Verification,
         ctx: &RequestContext,
-        what: &str,
+        touch: Touch<'_>,
     ) -> CtapResult<()> {
         if v.builtin || (v.token && self.state.token.user_present()) {
             return Ok(());
         }
-        self.user_presence(ctx, what)
+        self.user_presence(ctx, touch)
     }
 
     /// performBuiltInUv(): a touch on the (simulated) sensor, then the configured result.
@@ -177,13 +199,13 @@ impl Authenticator {
     pub(super) fn perform_builtin_uv(
         &mut self,
         ctx: &RequestContext,
-        what: &str,
+        touch: Touch<'_>,
     ) -> CtapResult<()> {
         let uv = self.config.uv.clone().ok_or(StatusCode::InvalidOption)?;
         if self.store.pin_status().uv_retries == 0 {
             return Err(StatusCode::UvBlocked);
         }
-        self.user_presence(ctx, what)?;
+        self.user_presence(ctx, touch)?;
         if uv.result() {
             self.store.uv_matched()?;
             return Ok(());

@@ -40,6 +40,11 @@ pub struct Credential {
     pub discoverable: bool,
     /// The private key, when the ID does not carry it.
     pub private_key: Option<PrivateKey>,
+    /// Backup eligibility (authData BE) of this credential; `None` (stores written
+    /// before it existed): the key's `--backup-eligible`.
+    pub backup_eligible: Option<bool>,
+    /// Backup state (authData BS); `None`: the key's `--backup-state`.
+    pub backup_state: Option<bool>,
 }
 
 /// An RP that has discoverable credentials (credentialManagement enumerateRPs).

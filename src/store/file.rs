@@ -33,6 +33,11 @@ struct CredentialRecord {
     discoverable: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     private_key: Option<KeyRecord>,
+    /// Per-credential BE / BS, added within format 2 (absent: the key's flags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backup_eligible: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backup_state: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -230,6 +235,8 @@ fn to_record((created, c): (u64, &Credential)) -> CredentialRecord {
             alg: k.algorithm.cose_id(),
             secret: k.secret.to_vec(),
         }),
+        backup_eligible: c.backup_eligible,
+        backup_state: c.backup_state,
     }
 }
 
@@ -245,6 +252,8 @@ fn from_record(r: CredentialRecord) -> Result<Credential, String> {
         cred_protect,
         discoverable,
         private_key,
+        backup_eligible,
+        backup_state,
     } = r;
     let private_key = match private_key {
         None => None,
@@ -268,5 +277,7 @@ fn from_record(r: CredentialRecord) -> Result<Credential, String> {
         cred_protect,
         discoverable,
         private_key,
+        backup_eligible,
+        backup_state,
     })
 }

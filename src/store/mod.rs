@@ -265,6 +265,15 @@ impl Store {
         self.state.credentials.get(id).cloned()
     }
 
+    /// Every stored credential, oldest first (the control interface's list).
+    pub fn credentials(&self) -> Vec<Credential> {
+        self.state
+            .credentials
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
     /// The discoverable credentials of the RP with this RP ID hash, most recently created
     /// first (getAssertion without an allowList, enumerateCredentials).
     pub fn discoverable_for_rp(&self, rp_id_hash: &[u8; 32]) -> Vec<Credential> {
@@ -374,6 +383,28 @@ impl Store {
         if let Err(e) = self.commit() {
             if let Some(c) = self.state.credentials.get_mut(id) {
                 (c.user_name, c.user_display_name) = (old_name, old_display);
+            }
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Sets a stored credential's backup eligibility and state (each only if given).
+    pub fn set_backup_flags(
+        &mut self,
+        id: &[u8],
+        eligible: Option<bool>,
+        state: Option<bool>,
+    ) -> Result<bool, StoreError> {
+        let Some(c) = self.state.credentials.get_mut(id) else {
+            return Ok(false);
+        };
+        let old = (c.backup_eligible, c.backup_state);
+        c.backup_eligible = eligible.or(c.backup_eligible);
+        c.backup_state = state.or(c.backup_state);
+        if let Err(e) = self.commit() {
+            if let Some(c) = self.state.credentials.get_mut(id) {
+                (c.backup_eligible, c.backup_state) = old;
             }
             return Err(e);
         }
@@ -531,6 +562,54 @@ impl Store {
         }
         self.counters.insert(key, next);
         Ok(next)
+    }
+
+    /// Sets the signature counter of credential `id` (an imported credential's
+    /// signCount), durably. A value below the current one rewrites the counter log,
+    /// where the highest record per credential would otherwise win on the next start.
+    pub fn set_counter(&mut self, id: &[u8], value: u32) -> Result<(), StoreError> {
+        let key = counter_key(id);
+        let lower = value < self.counter(id);
+        let old = self.counters.insert(key, value);
+        let result = match &mut self.backend {
+            Backend::Memory => Ok(()),
+            Backend::Dir { dir, counters, .. } if lower => {
+                let r = write_atomic(dir, COUNTER_FILE, &encode_counters(&self.counters));
+                // The log was replaced: append to the new file from now on.
+                let path = dir.join(COUNTER_FILE);
+                match r.and_then(|()| {
+                    private_options()
+                        .append(true)
+                        .open(&path)
+                        .map_err(io_err(&path))
+                }) {
+                    Ok(f) => {
+                        *counters = f;
+                        self.counter_records = self.counters.len();
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Backend::Dir { dir, counters, .. } => {
+                let mut rec = [0u8; COUNTER_RECORD];
+                rec[..16].copy_from_slice(&key);
+                rec[16..].copy_from_slice(&value.to_be_bytes());
+                let path = dir.join(COUNTER_FILE);
+                counters
+                    .write_all(&rec)
+                    .and_then(|()| counters.sync_data())
+                    .map_err(io_err(&path))
+                    .map(|()| self.counter_records += 1)
+            }
+        };
+        if result.is_err() {
+            match old {
+                Some(v) => self.counters.insert(key, v),
+                None => self.counters.remove(&key),
+            };
+        }
+        result
     }
 
     /// authenticatorReset: forget every credential and counter and make a new wrapping

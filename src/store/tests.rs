@@ -20,6 +20,8 @@ fn cred(rp: &str, user: &[u8], id: &[u8]) -> Credential {
         cred_protect: 1,
         discoverable: true,
         private_key: None,
+        backup_eligible: None,
+        backup_state: None,
     }
 }
 
