@@ -203,7 +203,8 @@ fn bad_flags_and_bad_store_fail_cleanly() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `--presence prompt`: the question appears on stderr; `y` approves, `n` denies.
+/// `--presence prompt`: the numbered question appears on stderr; `y N` approves, `n N`
+/// denies; a bare or stale answer approves nothing.
 #[test]
 fn presence_prompt_is_answered_on_the_terminal() {
     use std::io::Write;
@@ -246,14 +247,25 @@ fn presence_prompt_is_answered_on_the_terminal() {
     let cid = u32::from_be_bytes(c.read_report().unwrap()[15..19].try_into().unwrap());
     for (answer, status) in [("y", 0x00u8), ("n", 0x27)] {
         c.write_report(&report(cid, 0x10, &[0x0b])).unwrap(); // authenticatorSelection
-        loop {
+        let number = loop {
             let mut l = String::new();
             assert!(err.read_line(&mut l).unwrap() > 0, "vkey exited");
-            if l.contains("touch requested") {
-                break;
+            if let Some(rest) = l.strip_prefix("vkey: touch request ") {
+                break rest.split(':').next().unwrap().parse::<u64>().unwrap();
+            }
+        };
+        // Without the number, or with another request's: not answered.
+        for wrong in [answer.to_string(), format!("{answer} {}", number + 5)] {
+            writeln!(stdin, "{wrong}").unwrap();
+            loop {
+                let mut l = String::new();
+                assert!(err.read_line(&mut l).unwrap() > 0, "vkey exited");
+                if l.contains("not answered") || l.contains("say which request") {
+                    break;
+                }
             }
         }
-        writeln!(stdin, "{answer}").unwrap();
+        writeln!(stdin, "{answer} {number}").unwrap();
         let r = loop {
             let r = c.read_report().unwrap();
             if r[4] != 0xbb {

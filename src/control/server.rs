@@ -267,6 +267,7 @@ async fn add_credential(
 async fn remove_credential(
     State(s): State<AppState>,
     Path((bus_id, credential_id)): Path<(String, String)>,
+    _: Bytes,
 ) -> ApiResult {
     let k = key(&s, &bus_id)?;
     let id = unb64("credentialId", &credential_id).map_err(bad)?;
@@ -274,7 +275,11 @@ async fn remove_credential(
     ok(json!({ "deleted": credential_id }))
 }
 
-async fn clear_credentials(State(s): State<AppState>, Path(bus_id): Path<String>) -> ApiResult {
+async fn clear_credentials(
+    State(s): State<AppState>,
+    Path(bus_id): Path<String>,
+    _: Bytes,
+) -> ApiResult {
     let k = key(&s, &bus_id)?;
     let n = k.run(|a| a.clear_credentials()).await??;
     ok(json!({ "deleted": n }))
@@ -399,13 +404,14 @@ async fn set_pin(State(s): State<AppState>, Path(bus_id): Path<String>, bytes: B
     ok(json!({ "pinSet": true }))
 }
 
-async fn reset(State(s): State<AppState>, Path(bus_id): Path<String>) -> ApiResult {
+// The body is read (and ignored) so that the connection ends cleanly.
+async fn reset(State(s): State<AppState>, Path(bus_id): Path<String>, _: Bytes) -> ApiResult {
     let k = key(&s, &bus_id)?;
     k.run(|a| a.factory_reset()).await??;
     ok(json!({ "reset": true }))
 }
 
-async fn replug(State(s): State<AppState>, Path(bus_id): Path<String>) -> ApiResult {
+async fn replug(State(s): State<AppState>, Path(bus_id): Path<String>, _: Bytes) -> ApiResult {
     let k = key(&s, &bus_id)?;
     let was_attached = k.replug();
     ok(json!({ "replugged": true, "wasAttached": was_attached }))

@@ -116,8 +116,13 @@ impl CredentialKey {
         use p256::pkcs8::EncodePrivateKey as _;
         let doc = match self {
             CredentialKey::Es256(k) => k.to_pkcs8_der().ok()?,
+            // PKCS#8 v1 (RFC 8410 §7: the seed alone), what most tools write and read.
             CredentialKey::EdDsa(k) => {
-                ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(k).ok()?
+                let bytes = ed25519_dalek::pkcs8::KeypairBytes {
+                    secret_key: k.to_bytes(),
+                    public_key: None,
+                };
+                ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&bytes).ok()?
             }
         };
         Some(Zeroizing::new(doc.as_bytes().to_vec()))

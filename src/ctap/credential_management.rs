@@ -10,6 +10,7 @@ use ciborium::Value;
 use super::Authenticator;
 use super::cbor::{self, MapBuilder, RequestMap, read};
 use super::dispatcher::Response;
+use super::events::Event;
 use super::params::{CredentialDescriptor, UserEntity, pin_uv_auth_protocol};
 use super::runtime::StatefulCommand;
 use super::status::{CtapResult, StatusCode};
@@ -194,6 +195,9 @@ pub(super) fn credential_management(
         SubCommand::DeleteCredential { .. } => {
             let c = named.ok_or(StatusCode::NoCredentials)?;
             auth.store.delete_credential(&c.id)?;
+            auth.config.events.emit(Event::CredentialDeleted {
+                credential_id: c.id,
+            });
             Ok(CredentialManagementResponse::default())
         }
         SubCommand::UpdateUserInformation { user, .. } => {
@@ -204,6 +208,11 @@ pub(super) fn credential_management(
             }
             auth.store
                 .update_user(&c.id, user.name, user.display_name)?;
+            if let Some(updated) = auth.credential(&c.id, None) {
+                auth.config
+                    .events
+                    .emit(Event::CredentialUpdated(updated.info));
+            }
             Ok(CredentialManagementResponse::default())
         }
         // Answered above, without a token.

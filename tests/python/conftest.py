@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -21,6 +22,11 @@ class VkeyProcess:
 
     def __init__(self, *args, env=None):
         self.args = list(args)
+        if "--control" not in self.args:
+            # Each key its own control socket, so that tests can run side by side.
+            self.control_dir = tempfile.mkdtemp(prefix="vkey-ctl-")
+            self.args += ["--control", os.path.join(self.control_dir, "control.sock")]
+        self.control_path = self.args[self.args.index("--control") + 1]
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
         self.stderr = []
@@ -60,6 +66,11 @@ class VkeyProcess:
 
     def device(self, busid="1-1"):
         return open_device(self.host, self.port, busid)
+
+    def control(self, busid="1-1"):
+        from control_client import Control
+
+        return Control(self.control_path, busid)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
