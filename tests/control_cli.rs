@@ -322,3 +322,20 @@ fn serve_at(path: &Path) -> Child {
     std::thread::spawn(move || for _ in out.lines() {});
     child
 }
+
+#[test]
+fn attach_without_vhci_says_what_to_run() {
+    if Path::new("/sys/devices/platform/vhci_hcd.0/attach").exists() {
+        return; // vhci-hcd is here: nothing to refuse
+    }
+    let out = Command::new(VKEY)
+        .args(["serve", "--ephemeral", "--listen", "127.0.0.1:0", "--attach"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("vkey: error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("sudo modprobe vhci-hcd"), "{err}");
+    assert!(errors[0].contains("linux-modules-extra-$(uname -r)"), "{err}");
+}
