@@ -85,6 +85,19 @@ impl KeyShared {
         })
     }
 
+    /// The shared state of a key built with `config`: its presence, UV and override
+    /// switches, and its events (the config's event sink is pointed here).
+    pub fn for_config(bus_id: &str, config: &mut crate::ctap::Config) -> Arc<KeyShared> {
+        let shared = KeyShared::new(
+            bus_id,
+            config.presence.clone(),
+            config.uv.clone(),
+            config.overrides.clone(),
+        );
+        config.events = shared.event_sink();
+        shared
+    }
+
     pub fn bus_id(&self) -> &str {
         &self.bus_id
     }

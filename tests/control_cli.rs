@@ -329,13 +329,25 @@ fn attach_without_vhci_says_what_to_run() {
         return; // vhci-hcd is here: nothing to refuse
     }
     let out = Command::new(VKEY)
-        .args(["serve", "--ephemeral", "--listen", "127.0.0.1:0", "--attach"])
+        .args([
+            "serve",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--attach",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("vkey: error:")).collect();
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("vkey: error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "{err}");
     assert!(errors[0].contains("sudo modprobe vhci-hcd"), "{err}");
-    assert!(errors[0].contains("linux-modules-extra-$(uname -r)"), "{err}");
+    assert!(
+        errors[0].contains("linux-modules-extra-$(uname -r)"),
+        "{err}"
+    );
 }
