@@ -27,9 +27,10 @@ pub struct OverrideBits {
 
 impl ResponseOverrides {
     pub fn set(&self, bits: OverrideBits) {
-        let v = u8::from(bits.is_bogus_signature) * BOGUS_SIGNATURE
-            | u8::from(bits.is_bad_uv) * BAD_UV
-            | u8::from(bits.is_bad_up) * BAD_UP;
+        let bit = |on: bool, b: u8| if on { b } else { 0 };
+        let v = bit(bits.is_bogus_signature, BOGUS_SIGNATURE)
+            | bit(bits.is_bad_uv, BAD_UV)
+            | bit(bits.is_bad_up, BAD_UP);
         self.0.store(v, Ordering::Release);
     }
 
