@@ -1,8 +1,8 @@
 //! The `vkey` command line. Flag names are a stable interface: scripts and tests
 //! outside this repository rely on them.
 
-mod bench;
 mod attach;
+mod bench;
 mod ctl;
 mod pin;
 mod serve;

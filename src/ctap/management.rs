@@ -94,7 +94,7 @@ impl Authenticator {
             pin_set: pin.is_set,
             pin_retries: pin.retries,
             uv_retries: self.config.uv.as_ref().map(|_| pin.uv_retries),
-            credentials: self.store.credentials().len(),
+            credentials: self.store.credential_count(),
         }
     }
 

@@ -300,6 +300,11 @@ impl Store {
             .collect()
     }
 
+    /// How many credentials are stored (discoverable and imported).
+    pub fn credential_count(&self) -> usize {
+        self.state.credentials.len()
+    }
+
     pub fn discoverable_count(&self) -> usize {
         self.state.credentials.discoverable_count()
     }
