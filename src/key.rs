@@ -236,12 +236,14 @@ impl Key {
                             if traced {
                                 sh.emit(KeyEventKind::Response(trace::response(command, &resp)));
                             }
+                            // Before the response goes out: a control client that reads
+                            // the status after it sees what the command did.
+                            if changes_status(command) {
+                                sh.set_status(auth.status());
+                            }
                             // The session may be gone (host disconnected); then nobody waits.
                             if reply.tx.send((reply.txn, resp)).is_ok() {
                                 reply.notify.notify_one();
-                            }
-                            if command != crate::ctap::CommandCode::GetInfo as u8 {
-                                sh.set_status(auth.status());
                             }
                             continue;
                         }
@@ -274,12 +276,16 @@ impl Key {
         let state = Arc::new(AtomicU8::new(QUEUED));
         let (tx, mut rx) = oneshot::channel();
         let st = state.clone();
+        let shared = self.shared.clone();
         let job: ControlJob = Box::new(move |auth| {
             if st
                 .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                let _ = tx.send(f(auth));
+                let result = f(auth);
+                // The status a client reads next already shows what this job did.
+                shared.set_status(auth.status());
+                let _ = tx.send(result);
             }
         });
         self.jobs.send(Job::Control(job)).map_err(|_| Busy::Gone)?;
@@ -320,6 +326,17 @@ impl Key {
         info!("{}: replug", self.shared.bus_id);
         attached
     }
+}
+
+/// Whether a command can change what `GET /v1/keys` shows (PIN, retries, credentials).
+fn changes_status(command: u8) -> bool {
+    use crate::ctap::CommandCode as C;
+    ![
+        C::GetInfo as u8,
+        C::GetNextAssertion as u8,
+        C::Selection as u8,
+    ]
+    .contains(&command)
 }
 
 /// bcdDevice from the crate version: 0xJJMN for J.M.N.
