@@ -154,11 +154,14 @@ impl Server {
     }
 }
 
-/// Accepts the peer only if its socket belongs to root or to our own user.
+/// Accepts a local peer only if its socket belongs to root or to our own user. A peer
+/// on another machine (only possible with `--allow-remote`, which warns that USB/IP has
+/// no authentication) has no socket here to look up.
 fn check_peer(stream: &TcpStream, peer: SocketAddr) -> Result<(), String> {
     let local = stream.local_addr().map_err(|e| e.to_string())?;
     let own = super::peer::own_uid();
     match super::peer::peer_uid(peer, local) {
+        None if !peer.ip().is_loopback() && !local.ip().is_loopback() => Ok(()),
         Some(uid) if uid == 0 || Some(uid) == own => Ok(()),
         Some(uid) => Err(format!(
             "its socket belongs to uid {uid}, not to root or to vkey's user{} (vkey serve --allow-any-user lifts this)",
