@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
 use crate::pin::policy::{self, PinError};
-use crate::store::Store;
+use crate::store::{OpenOptions, Store};
 
 /// Reads a PIN from a file: its first line, without the line ending.
 pub fn read_pin_file(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
@@ -35,6 +35,41 @@ pub fn pin_from(file: Option<&Path>, var: &str) -> anyhow::Result<Option<Zeroizi
         (None, Some(v)) => Ok(Some(v)),
         (None, None) => Ok(None),
     }
+}
+
+/// The store passphrase from `--passphrase-file` or `VKEY_PASSPHRASE`, if either is
+/// given: the file's first line, or the variable's value.
+pub fn passphrase_from(file: Option<&Path>) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+    let env = std::env::var_os("VKEY_PASSPHRASE").map(|v| Zeroizing::new(v.into_encoded_bytes()));
+    let p = match (file, env) {
+        (Some(_), Some(_)) => {
+            bail!("the passphrase is given twice (--passphrase-file and VKEY_PASSPHRASE); give one")
+        }
+        (Some(f), None) => Some(
+            read_pin_file(f)
+                .with_context(|| format!("cannot read the passphrase file {}", f.display()))?,
+        ),
+        (None, Some(v)) => Some(v),
+        (None, None) => None,
+    };
+    if p.as_ref().is_some_and(|p| p.is_empty()) {
+        bail!("the passphrase is empty");
+    }
+    Ok(p)
+}
+
+/// Opens the store in `dir` with the passphrase given (if any) and `max_credentials`.
+pub fn open_store(
+    dir: &Path,
+    passphrase_file: Option<&Path>,
+    max_credentials: usize,
+) -> anyhow::Result<Store> {
+    let opts = OpenOptions {
+        passphrase: passphrase_from(passphrase_file)?,
+        max_credentials,
+        ..OpenOptions::default()
+    };
+    Store::open(dir, &opts).with_context(|| format!("cannot open the store in {}", dir.display()))
 }
 
 fn check_policy(store: &Store, pin: &[u8]) -> anyhow::Result<u8> {
@@ -94,6 +129,9 @@ pub struct PinArgs {
     /// `change`: file with the new PIN. Else VKEY_NEW_PIN, else the next line of standard input.
     #[arg(long, value_name = "FILE")]
     new_pin_file: Option<PathBuf>,
+    /// The store's passphrase, if it has one: FILE's first line. VKEY_PASSPHRASE works too.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
 }
 
 fn stdin_line(what: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
@@ -138,8 +176,11 @@ pub fn run(
         Some(d) => d.clone(),
         None => default_store()?,
     };
-    let mut store =
-        Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let mut store = open_store(
+        &dir,
+        args.passphrase_file.as_deref(),
+        crate::store::DEFAULT_MAX_CREDENTIALS,
+    )?;
     match cmd {
         PinCommand::Set(args) => {
             if store.pin_status().is_set {

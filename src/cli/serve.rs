@@ -44,7 +44,7 @@ pub struct ServeArgs {
     /// Serve the keys described in a TOML file: one [[key]] table each, with busid,
     /// store or ephemeral, presence, pin-file, uv, uv-result, attestation,
     /// backup-eligible, backup-state.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["keys", "busid", "store", "ephemeral", "pin_file", "uv", "uv_result", "uv_retries", "attestation", "backup_eligible", "backup_state", "presence"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["keys", "busid", "store", "ephemeral", "passphrase_file", "pin_file", "uv", "uv_result", "uv_retries", "attestation", "backup_eligible", "backup_state", "presence"])]
     config: Option<PathBuf>,
 
     /// Directory of the key's persistent store [default: the user's data directory,
@@ -55,6 +55,18 @@ pub struct ServeArgs {
     /// Keep everything in memory: the key is new on every start and gone on exit.
     #[arg(long)]
     ephemeral: bool,
+
+    /// Encrypt the store with a key derived from the passphrase in FILE's first line
+    /// (Argon2id); without one, a random key in vkey-store.key beside the store does.
+    /// VKEY_PASSPHRASE works too. A store made with a passphrase needs it at every start.
+    #[arg(long, value_name = "FILE", conflicts_with = "ephemeral")]
+    passphrase_file: Option<PathBuf>,
+
+    /// The most credentials the key stores (getInfo remainingDiscoverableCredentials
+    /// counts down from it; then KEY_STORE_FULL).
+    #[arg(long, value_name = "N", default_value_t = crate::store::DEFAULT_MAX_CREDENTIALS,
+          value_parser = parse_max_credentials)]
+    max_credentials: usize,
 
     /// User presence: auto (granted at once), deny (OPERATION_DENIED), manual (wait for
     /// the control interface: vkey presence approve), prompt (ask on this terminal:
@@ -163,6 +175,16 @@ fn spawn_prompt_reader(presences: Vec<Presence>) {
         });
 }
 
+fn parse_max_credentials(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=crate::store::MAX_MAX_CREDENTIALS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number from 1 to {}",
+            crate::store::MAX_MAX_CREDENTIALS
+        )),
+    }
+}
+
 fn parse_busid(s: &str) -> Result<String, String> {
     if s.is_empty()
         || s.len() > 31
@@ -187,6 +209,9 @@ struct KeySpec {
     busid: String,
     /// `None`: in memory.
     store: Option<PathBuf>,
+    /// The store's passphrase file (else VKEY_PASSPHRASE, else the key file).
+    passphrase_file: Option<PathBuf>,
+    max_credentials: usize,
     presence: PresenceMode,
     pin_file: Option<PathBuf>,
     /// Built-in UV and its result.
@@ -211,6 +236,8 @@ struct KeyConfig {
     store: Option<PathBuf>,
     #[serde(default)]
     ephemeral: bool,
+    passphrase_file: Option<PathBuf>,
+    max_credentials: Option<usize>,
     presence: Option<String>,
     pin_file: Option<PathBuf>,
     #[serde(default)]
@@ -268,9 +295,16 @@ fn read_config(path: &Path) -> anyhow::Result<Vec<KeySpec>> {
             Some("fail") => Some(false),
             Some(other) => return Err(at(format!("uv-result '{other}': expected pass or fail"))),
         };
+        let max_credentials = match k.max_credentials {
+            None => crate::store::DEFAULT_MAX_CREDENTIALS,
+            Some(n) => parse_max_credentials(&n.to_string())
+                .map_err(|e| at(format!("max-credentials: {e}")))?,
+        };
         specs.push(KeySpec {
             busid: k.busid.clone(),
             store,
+            passphrase_file: k.passphrase_file.clone(),
+            max_credentials,
             presence: k
                 .presence
                 .as_deref()
@@ -304,6 +338,8 @@ fn specs_from_args(args: &ServeArgs) -> anyhow::Result<(Vec<KeySpec>, Option<Pat
     let spec = |busid: String, store: Option<PathBuf>| KeySpec {
         busid,
         store,
+        passphrase_file: args.passphrase_file.clone(),
+        max_credentials: args.max_credentials,
         presence: args.presence,
         pin_file: args.pin_file.clone(),
         uv: args.uv.then(|| args.uv_result == "pass"),
@@ -333,9 +369,10 @@ struct Started {
 
 fn start_key(spec: &KeySpec, several: bool) -> anyhow::Result<Started> {
     let mut store = match &spec.store {
-        None => Store::ephemeral(),
-        Some(dir) => Store::open(dir)
-            .with_context(|| format!("cannot open the store in {}", dir.display()))?,
+        None => Store::ephemeral_with(spec.max_credentials),
+        Some(dir) => {
+            super::pin::open_store(dir, spec.passphrase_file.as_deref(), spec.max_credentials)?
+        }
     };
     let pin = super::pin::pin_from(spec.pin_file.as_deref(), "VKEY_PIN")?;
     let pin_note = match &pin {

@@ -1,7 +1,7 @@
 //! CTAP status codes (CTAP 2.1 §8.2). Relying parties and browsers branch on the exact
 //! byte, so each error path names its variant explicitly.
 
-use crate::store::StoreError;
+use crate::store::{EngineError, StoreError};
 
 /// A CTAP error status. `CTAP2_OK` is not an error and so is not a variant: a handler
 /// returns `Ok(response)` for it.
@@ -169,7 +169,10 @@ pub type CtapResult<T> = Result<T, StatusCode>;
 impl From<StoreError> for StatusCode {
     fn from(e: StoreError) -> StatusCode {
         match e {
-            StoreError::Full => StatusCode::KeyStoreFull,
+            StoreError::Full(_) | StoreError::Engine(EngineError::Full(_)) => {
+                StatusCode::KeyStoreFull
+            }
+            StoreError::RpIdTooLong => StatusCode::InvalidLength,
             e => {
                 tracing::error!("store: {e}");
                 StatusCode::Other

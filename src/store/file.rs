@@ -144,37 +144,6 @@ pub(super) struct StoreFile {
 }
 
 impl StoreFile {
-    pub fn fresh(serial: String, wrapping_key: Zeroizing<[u8; 32]>) -> StoreFile {
-        StoreFile {
-            serial,
-            wrapping_key,
-            attestation: None,
-            next_sequence: 0,
-            credentials: Index::default(),
-            pin: PinState::default(),
-        }
-    }
-
-    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let rec = Record {
-            version: FORMAT_VERSION,
-            serial: self.serial.clone(),
-            wrapping_key: self.wrapping_key.to_vec(),
-            attestation: self.attestation.as_ref().map(|a| AttestationRecord {
-                batch_key_pkcs8: a.batch_key_pkcs8.to_vec(),
-                batch_cert_der: a.batch_cert_der.clone(),
-                ca_cert_der: a.ca_cert_der.clone(),
-            }),
-            next_sequence: self.next_sequence,
-            credentials: self.credentials.iter().map(to_record).collect(),
-            pin: self.pin.clone(),
-        };
-        let mut out = Zeroizing::new(Vec::new());
-        // Serialising plain data into a Vec cannot fail.
-        let _ = ciborium::ser::into_writer(&rec, &mut *out);
-        out
-    }
-
     pub fn decode(bytes: &[u8]) -> Result<StoreFile, String> {
         let mut rec: Record =
             ciborium::de::from_reader(bytes).map_err(|e| format!("not a store record: {e}"))?;
@@ -280,4 +249,96 @@ fn from_record(r: CredentialRecord) -> Result<Credential, String> {
         backup_eligible,
         backup_state,
     })
+}
+
+// Format 3 keeps each part of the state in a record of its own (see `engine`); the
+// records reuse the serde types above, each encoded as CBOR on its own.
+
+fn cbor<T: Serialize>(v: &T) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::new());
+    // Serialising plain data into a Vec cannot fail.
+    let _ = ciborium::ser::into_writer(v, &mut *out);
+    out
+}
+
+fn from_cbor<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, String> {
+    ciborium::de::from_reader(b).map_err(|e| format!("bad {what} record: {e}"))
+}
+
+/// A stored credential and its creation sequence number.
+pub(super) fn encode_credential(created: u64, c: &Credential) -> Zeroizing<Vec<u8>> {
+    cbor(&to_record((created, c)))
+}
+
+pub(super) fn decode_credential(b: &[u8]) -> Result<(u64, Credential), String> {
+    let r: CredentialRecord = from_cbor(b, "credential")?;
+    let created = r.created;
+    Ok((created, from_record(r)?))
+}
+
+pub(super) fn encode_pin(p: &PinState) -> Zeroizing<Vec<u8>> {
+    cbor(p)
+}
+
+pub(super) fn decode_pin(b: &[u8]) -> Result<PinState, String> {
+    from_cbor(b, "PIN state")
+}
+
+/// What identifies the device and seals credential IDs.
+#[derive(Serialize, Deserialize)]
+struct DeviceRecord {
+    serial: String,
+    #[serde(with = "serde_bytes")]
+    wrapping_key: Vec<u8>,
+}
+
+impl Drop for DeviceRecord {
+    fn drop(&mut self) {
+        self.wrapping_key.zeroize();
+    }
+}
+
+pub(super) fn encode_device(serial: &str, wrapping_key: &[u8; 32]) -> Zeroizing<Vec<u8>> {
+    cbor(&DeviceRecord {
+        serial: serial.to_string(),
+        wrapping_key: wrapping_key.to_vec(),
+    })
+}
+
+pub(super) fn decode_device(b: &[u8]) -> Result<(String, Zeroizing<[u8; 32]>), String> {
+    let r: DeviceRecord = from_cbor(b, "device")?;
+    if r.serial.is_empty()
+        || r.serial.len() > 32
+        || !r.serial.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err("bad serial".into());
+    }
+    if r.wrapping_key.len() != 32 {
+        return Err("bad wrapping key".into());
+    }
+    let mut k = Zeroizing::new([0u8; 32]);
+    k.copy_from_slice(&r.wrapping_key);
+    Ok((r.serial.clone(), k))
+}
+
+pub(super) fn encode_attestation(a: &AttestationMaterial) -> Zeroizing<Vec<u8>> {
+    let r = AttestationRecord {
+        batch_key_pkcs8: a.batch_key_pkcs8.to_vec(),
+        batch_cert_der: a.batch_cert_der.clone(),
+        ca_cert_der: a.ca_cert_der.clone(),
+    };
+    let out = cbor(&r);
+    let mut r = r;
+    r.batch_key_pkcs8.zeroize();
+    out
+}
+
+pub(super) fn decode_attestation(b: &[u8]) -> Result<AttestationMaterial, String> {
+    let mut r: AttestationRecord = from_cbor(b, "attestation")?;
+    let a = AttestationMaterial {
+        batch_key_pkcs8: Zeroizing::new(std::mem::take(&mut r.batch_key_pkcs8)),
+        batch_cert_der: std::mem::take(&mut r.batch_cert_der),
+        ca_cert_der: std::mem::take(&mut r.ca_cert_der),
+    };
+    Ok(a)
 }

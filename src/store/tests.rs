@@ -25,6 +25,10 @@ fn cred(rp: &str, user: &[u8], id: &[u8]) -> Credential {
     }
 }
 
+fn open(dir: &Path) -> Result<Store, StoreError> {
+    Store::open(dir, &OpenOptions::default())
+}
+
 fn rp_hash(rp: &str) -> [u8; 32] {
     crate::crypto::sha256(rp.as_bytes())
 }
@@ -40,17 +44,17 @@ fn ids_for(s: &Store, rp: &str) -> Vec<Vec<u8>> {
 fn serial_and_secrets_are_stable_across_reopen_and_files_are_private() {
     let dir = tempdir();
     let (serial, key) = {
-        let s = Store::open(&dir).unwrap();
+        let s = open(&dir).unwrap();
         (s.serial().to_string(), *s.wrapping_key())
     };
     assert_eq!(serial.len(), 12);
-    let s = Store::open(&dir).unwrap();
+    let s = open(&dir).unwrap();
     assert_eq!(s.serial(), serial);
     assert_eq!(*s.wrapping_key(), key);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for f in [STORE_FILE, COUNTER_FILE] {
+        for f in [engine::STORE_FILE, "vkey-store.key"] {
             assert_eq!(
                 fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777,
                 0o600,
@@ -69,10 +73,13 @@ fn serial_and_secrets_are_stable_across_reopen_and_files_are_private() {
 #[test]
 fn second_open_is_refused_while_locked() {
     let dir = tempdir();
-    let a = Store::open(&dir).unwrap();
-    assert!(matches!(Store::open(&dir), Err(StoreError::Locked(_))));
+    let a = open(&dir).unwrap();
+    assert!(matches!(
+        open(&dir),
+        Err(StoreError::Engine(EngineError::Locked(_)))
+    ));
     drop(a);
-    Store::open(&dir).unwrap();
+    open(&dir).unwrap();
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -86,12 +93,20 @@ fn corrupt_file_is_an_error_not_a_panic() {
         &[0xa1, 0x67, b'v', b'e', b'r', b's', b'i', b'o', b'n', 0x02],
         &[],
     ] {
-        fs::write(dir.join(STORE_FILE), bad).unwrap();
+        // A format-2 store that does not decode is not migrated.
+        fs::write(dir.join(engine::V2_STORE_FILE), bad).unwrap();
         assert!(
-            matches!(Store::open(&dir), Err(StoreError::Corrupt { .. })),
+            matches!(open(&dir), Err(StoreError::Corrupt { .. })),
             "{bad:?}"
         );
+        assert!(!dir.join(engine::STORE_FILE).exists());
     }
+    fs::remove_file(dir.join(engine::V2_STORE_FILE)).unwrap();
+    fs::write(dir.join(engine::STORE_FILE), b"garbage").unwrap();
+    assert!(matches!(
+        open(&dir),
+        Err(StoreError::Engine(EngineError::NotAStore(_)))
+    ));
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -99,14 +114,14 @@ fn corrupt_file_is_an_error_not_a_panic() {
 fn credentials_persist_replace_by_user_and_list_newest_first() {
     let dir = tempdir();
     {
-        let mut s = Store::open(&dir).unwrap();
+        let mut s = open(&dir).unwrap();
         s.put_credential(cred("a.example", b"u1", b"id1")).unwrap();
         s.put_credential(cred("a.example", b"u2", b"id2")).unwrap();
         s.put_credential(cred("b.example", b"u1", b"id3")).unwrap();
         // Same RP and user: replaces id1.
         s.put_credential(cred("a.example", b"u1", b"id4")).unwrap();
     }
-    let s = Store::open(&dir).unwrap();
+    let s = open(&dir).unwrap();
     assert_eq!(
         ids_for(&s, "a.example"),
         vec![b"id4".to_vec(), b"id2".to_vec()]
@@ -124,40 +139,47 @@ fn credentials_persist_replace_by_user_and_list_newest_first() {
 }
 
 #[test]
-fn counters_persist_never_go_back_and_survive_a_torn_record() {
+fn counters_persist_and_never_go_back_even_when_the_table_is_full() {
     let dir = tempdir();
     let k: &[u8] = b"credential-id";
     {
-        let mut s = Store::open(&dir).unwrap();
+        let mut s = open(&dir).unwrap();
         for i in 1..=5 {
             assert_eq!(s.bump_counter(k).unwrap(), i);
         }
     }
-    // A crash mid-append leaves a partial record.
-    let mut f = OpenOptions::new()
-        .append(true)
-        .open(dir.join(COUNTER_FILE))
-        .unwrap();
-    f.write_all(&[9u8; 7]).unwrap();
-    drop(f);
-    let mut s = Store::open(&dir).unwrap();
+    let mut s = open(&dir).unwrap();
     assert_eq!(s.counter(k), 5);
     assert_eq!(s.bump_counter(k).unwrap(), 6);
     drop(s);
-    let s = Store::open(&dir).unwrap();
-    assert_eq!(s.counter(k), 6);
-    assert_eq!(
-        fs::metadata(dir.join(COUNTER_FILE)).unwrap().len() % COUNTER_RECORD as u64,
-        0
-    );
-    drop(s);
+    assert_eq!(open(&dir).unwrap().counter(k), 6);
     fs::remove_dir_all(&dir).unwrap();
+    // The table holds counter_capacity() counters; beyond, one is dropped and its value
+    // becomes the floor every unknown counter starts from.
+    let mut s = Store::ephemeral_with(10);
+    let cap = counter_capacity(10);
+    for _ in 0..100 {
+        s.bump_counter(b"hot").unwrap();
+    }
+    let mut last = std::collections::HashMap::new();
+    for i in 0..(cap + 50) as u32 {
+        let id = i.to_be_bytes();
+        let v = s.bump_counter(&id).unwrap();
+        last.insert(id, v);
+        assert!(s.records.count(KIND_COUNTER) <= cap);
+    }
+    assert!(s.counter(b"hot") >= 100);
+    assert!(s.bump_counter(b"hot").unwrap() > 100);
+    for (id, v) in last {
+        assert!(s.counter(&id) >= v, "a counter went back");
+        assert!(s.bump_counter(&id).unwrap() > v);
+    }
 }
 
 #[test]
 fn reset_forgets_credentials_counters_and_wrapping_key() {
     let dir = tempdir();
-    let mut s = Store::open(&dir).unwrap();
+    let mut s = open(&dir).unwrap();
     let serial = s.serial().to_string();
     let key = *s.wrapping_key();
     s.put_credential(cred("a.example", b"u1", b"id1")).unwrap();
@@ -167,7 +189,7 @@ fn reset_forgets_credentials_counters_and_wrapping_key() {
     assert_eq!(s.counter(&[1; 16]), 0);
     assert_ne!(*s.wrapping_key(), key);
     drop(s);
-    let s = Store::open(&dir).unwrap();
+    let s = open(&dir).unwrap();
     assert_eq!(s.discoverable_count(), 0);
     assert_eq!(s.counter(&[1; 16]), 0);
     assert_eq!(s.serial(), serial);
@@ -179,7 +201,7 @@ fn reset_forgets_credentials_counters_and_wrapping_key() {
 fn pin_state_delete_and_update_persist_and_reset_clears_pin() {
     let dir = tempdir();
     {
-        let mut s = Store::open(&dir).unwrap();
+        let mut s = open(&dir).unwrap();
         s.set_pin(&[1; 16], 4).unwrap();
         for left in [7, 6, 5] {
             assert_eq!(s.record_pin_attempt().unwrap(), left);
@@ -190,7 +212,7 @@ fn pin_state_delete_and_update_persist_and_reset_clears_pin() {
         assert!(!s.delete_credential(b"id1").unwrap());
         assert!(s.update_user(b"id2", Some("bob".into()), None).unwrap());
     }
-    let mut s = Store::open(&dir).unwrap();
+    let mut s = open(&dir).unwrap();
     assert_eq!(s.pin_status().retries, 5);
     assert!(s.pin_status().is_set);
     assert!(s.pin_hash_matches(&[1; 16]));
@@ -201,7 +223,7 @@ fn pin_state_delete_and_update_persist_and_reset_clears_pin() {
     s.pin_matched().unwrap();
     assert_eq!(s.pin_status().retries, 8);
     s.reset().unwrap();
-    assert_eq!(s.state.pin, PinState::default());
+    assert_eq!(s.pin, PinState::default());
     assert!(!s.pin_hash_matches(&[1; 16]));
     drop(s);
     fs::remove_dir_all(&dir).unwrap();
@@ -210,12 +232,13 @@ fn pin_state_delete_and_update_persist_and_reset_clears_pin() {
 #[test]
 fn a_failed_write_leaves_memory_as_the_disk_has_it() {
     let dir = tempdir();
-    let mut s = Store::open(&dir).unwrap();
+    let mut s = open(&dir).unwrap();
     s.put_credential(cred("a.example", b"u1", b"id1")).unwrap();
     s.put_credential(cred("a.example", b"u2", b"id2")).unwrap();
-    // A directory where the atomic write puts its temp file: every commit fails (even
-    // for root, which file modes would not stop).
-    let blocker = dir.join(format!(".{STORE_FILE}.tmp"));
+    // Every append fails (as on a full disk) and so does writing a new store file: a
+    // directory where its temporary file goes.
+    s.fail_writes_after(Some(0));
+    let blocker = dir.join(".vkey-store.dat.new");
     fs::create_dir(&blocker).unwrap();
     // Replacing u1's credential fails: id1 is still there, in its place; id3 is not.
     assert!(s.put_credential(cred("a.example", b"u1", b"id3")).is_err());
@@ -234,9 +257,10 @@ fn a_failed_write_leaves_memory_as_the_disk_has_it() {
     assert_eq!(s.discoverable_count(), 2);
     // Once writes work again, the next change lands on top of the unchanged state.
     fs::remove_dir(&blocker).unwrap();
+    s.fail_writes_after(None);
     s.put_credential(cred("b.example", b"u3", b"id4")).unwrap();
     drop(s);
-    let s = Store::open(&dir).unwrap();
+    let s = open(&dir).unwrap();
     assert_eq!(
         ids_for(&s, "a.example"),
         vec![b"id2".to_vec(), b"id1".to_vec()]
@@ -252,8 +276,9 @@ fn copy_fixture(name: &str) -> PathBuf {
         .join("fixtures/store")
         .join(name);
     let dir = tempdir();
-    create_private_dir(&dir).unwrap();
-    for f in [STORE_FILE, COUNTER_FILE] {
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    for f in [engine::V2_STORE_FILE, engine::V2_COUNTER_FILE] {
         fs::copy(src.join(f), dir.join(f)).unwrap();
     }
     dir
@@ -270,7 +295,7 @@ fn a_store_written_by_vkey_0_1_0_opens_with_credentials_pin_and_counters() {
     )
     .unwrap();
     let id = |k: &str| hex::decode(&ids[k]).unwrap();
-    let s = Store::open(&dir).unwrap();
+    let s = open(&dir).unwrap();
     assert_eq!(
         ids_for(&s, "example.com"),
         vec![id("user-2"), id("user-1")],
@@ -288,6 +313,18 @@ fn a_store_written_by_vkey_0_1_0_opens_with_credentials_pin_and_counters() {
     assert_eq!(s.counter(&id("user-1")), 2);
     assert_eq!(s.counter(&id("non-discoverable")), 1);
     assert!(s.get_credential(&id("non-discoverable")).is_none());
+    let serial = s.serial().to_string();
+    drop(s);
+    // Migrated: format 3 in place, the format-2 files (secrets in the clear) gone, and
+    // the same state on the next start.
+    assert!(dir.join(engine::STORE_FILE).exists());
+    assert!(!dir.join(engine::V2_STORE_FILE).exists());
+    assert!(!dir.join(engine::V2_COUNTER_FILE).exists());
+    let s = open(&dir).unwrap();
+    assert_eq!(s.serial(), serial);
+    assert_eq!(s.pin_status().retries, 7);
+    assert_eq!(s.counter(&id("user-1")), 2);
+    assert_eq!(ids_for(&s, "example.com"), vec![id("user-2"), id("user-1")]);
     drop(s);
     fs::remove_dir_all(&dir).unwrap();
 }
@@ -300,7 +337,7 @@ fn imported_credentials_keep_their_key_and_only_discoverable_ones_are_listed() {
         secret: Zeroizing::new([5; 32]),
     };
     {
-        let mut s = Store::open(&dir).unwrap();
+        let mut s = open(&dir).unwrap();
         let mut plain = cred("a.example", b"u1", b"chosen-by-the-caller");
         plain.discoverable = false;
         plain.private_key = Some(key.clone());
@@ -308,9 +345,9 @@ fn imported_credentials_keep_their_key_and_only_discoverable_ones_are_listed() {
         // Same user, discoverable: a non-discoverable credential is not replaced.
         s.put_credential(cred("a.example", b"u1", b"id2")).unwrap();
         assert_eq!(s.discoverable_count(), 1);
-        assert_eq!(s.remaining_capacity(), MAX_DISCOVERABLE - 2);
+        assert_eq!(s.remaining_capacity(), DEFAULT_MAX_CREDENTIALS - 2);
     }
-    let mut s = Store::open(&dir).unwrap();
+    let mut s = open(&dir).unwrap();
     let c = s.get_credential(b"chosen-by-the-caller").unwrap();
     assert!(!c.discoverable);
     let k = c.private_key.unwrap();
@@ -335,7 +372,7 @@ fn imported_credentials_keep_their_key_and_only_discoverable_ones_are_listed() {
 fn pin_and_uv_operations_persist() {
     let dir = tempdir();
     {
-        let mut s = Store::open(&dir).unwrap();
+        let mut s = open(&dir).unwrap();
         assert!(
             !s.set_min_pin_length(6, Some(vec!["a.example".into()]), false)
                 .unwrap()
@@ -347,7 +384,7 @@ fn pin_and_uv_operations_persist() {
         assert_eq!(s.record_uv_failure().unwrap(), 7);
         s.set_uv_retries(3).unwrap();
     }
-    let mut s = Store::open(&dir).unwrap();
+    let mut s = open(&dir).unwrap();
     let p = s.pin_status();
     assert!(p.is_set && p.force_change && p.always_uv);
     assert_eq!((p.min_pin_length, p.uv_retries), (8, 3));

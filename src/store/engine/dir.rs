@@ -235,6 +235,19 @@ impl StoreDir {
             .map_err(io(&self.path))
     }
 
+    /// Writes a file others may read (the attestation CA certificate), through a
+    /// temporary file and a rename, never through a symbolic link.
+    pub fn write_public_file(&self, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
+        let temp = format!(".{name}.new");
+        let p = self.file(&temp);
+        let mut f = self.create_temp(&temp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o644))
+            .and_then(|()| f.write_all(bytes))
+            .and_then(|()| f.sync_all())
+            .map_err(io(&p))?;
+        self.install(&temp, name)
+    }
+
     /// Reads the key file: present, this user's, readable by nobody else, well formed.
     pub fn read_key_file(&self) -> Result<Key, EngineError> {
         let p = self.file(KEY_FILE);

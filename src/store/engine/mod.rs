@@ -42,7 +42,9 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-pub use dir::{Contents, StoreDir};
+pub use dir::{
+    ATTESTATION_CA_FILE, Contents, STORE_FILE, StoreDir, V2_COUNTER_FILE, V2_STORE_FILE,
+};
 pub use format::{KdfParams, MAX_KEY};
 pub use seal::Unlock;
 
@@ -591,6 +593,12 @@ impl Engine {
         Ok(e)
     }
 
+    /// Tests: every append fails after `bytes` more bytes, like a full disk.
+    #[cfg(test)]
+    pub fn fail_writes_after(&mut self, bytes: Option<u64>) {
+        self.write_budget = bytes;
+    }
+
     pub fn dir(&self) -> &StoreDir {
         &self.dir
     }
@@ -693,6 +701,7 @@ impl Engine {
             .map(|(_, g)| g)
     }
 
+    #[cfg(test)]
     pub fn group_len(&self, kind: u8, group: &[u8; 32]) -> usize {
         self.index
             .groups
@@ -729,6 +738,7 @@ impl Engine {
             .collect()
     }
 
+    #[cfg(test)]
     pub fn put(
         &mut self,
         kind: u8,
@@ -744,6 +754,7 @@ impl Engine {
         }])
     }
 
+    #[cfg(test)]
     /// Deletes a record; `false` if there was none (then nothing is written).
     pub fn delete(&mut self, kind: u8, key: &[u8]) -> Result<bool, EngineError> {
         if !self.contains(kind, key) {
@@ -953,6 +964,7 @@ impl Engine {
         }
     }
 
+    #[cfg(test)]
     /// Compacts now and waits for it (tests, benchmarks, tools).
     pub fn compact_now(&mut self) -> Result<(), EngineError> {
         if self.compaction.is_none() {

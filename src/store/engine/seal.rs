@@ -26,12 +26,6 @@ pub enum Unlock {
     Passphrase(Zeroizing<Vec<u8>>),
 }
 
-impl Unlock {
-    pub fn is_passphrase(&self) -> bool {
-        matches!(self, Unlock::Passphrase(_))
-    }
-}
-
 /// A 256-bit key, wiped when dropped.
 pub type Key = Zeroizing<[u8; 32]>;
 
