@@ -84,11 +84,11 @@ fn edit(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
 }
 
 fn is_root() -> bool {
-    rustix_free_euid() == 0
+    effective_uid() == 0
 }
 
-/// The effective uid, from /proc (no unsafe code here either).
-fn rustix_free_euid() -> u32 {
+/// The effective uid, from /proc.
+fn effective_uid() -> u32 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -107,7 +107,8 @@ fn damaged_truncated_and_future_stores_are_refused_untouched() {
     let dat = store.join("vkey-store.dat");
     let good = std::fs::read(&dat).unwrap();
     assert!(good.len() > 400, "{}", good.len());
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Damage, &str)> = vec![
         (
             "a flipped byte in the first record",
             Box::new(|b: &mut Vec<u8>| b[200] ^= 0x10),
