@@ -47,10 +47,12 @@ impl RpEntity {
                 _ => {} // "icon" and unknown members are ignored
             }
         }
-        Ok(RpEntity {
-            id: id.ok_or(StatusCode::MissingParameter)?,
-            name,
-        })
+        let id = id.ok_or(StatusCode::MissingParameter)?;
+        // Stored with every discoverable credential: bounded (issue 11), like user.id.
+        if id.len() > crate::store::MAX_RP_ID_LEN {
+            return Err(StatusCode::InvalidLength);
+        }
+        Ok(RpEntity { id, name })
     }
 }
 
