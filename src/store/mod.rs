@@ -55,7 +55,10 @@ const KIND_COUNTER: u8 = 4;
 const META_DEVICE: &[u8] = b"device";
 const META_ATTESTATION: &[u8] = b"attestation";
 const META_PIN: &[u8] = b"pin";
+/// The credential sequence numbers handed out are below this stored value; it is moved
+/// ahead by [`SEQUENCE_LEASE`] at a time, so most makeCredentials write no record for it.
 const META_SEQUENCE: &[u8] = b"sequence";
+const SEQUENCE_LEASE: u64 = 1024;
 /// The value every counter not in the table starts from (see [`Store::bump_counter`]).
 const META_COUNTER_FLOOR: &[u8] = b"counter-floor";
 
@@ -131,6 +134,8 @@ pub struct Store {
     attestation: Option<AttestationMaterial>,
     pin: PinState,
     next_sequence: u64,
+    /// The stored bound on sequence numbers (META_SEQUENCE).
+    sequence_lease: u64,
     counter_floor: u32,
     max_credentials: usize,
 }
@@ -222,6 +227,7 @@ impl Store {
             attestation: None,
             pin: PinState::default(),
             next_sequence: 0,
+            sequence_lease: u64::MAX,
             counter_floor: 0,
             max_credentials,
         }
@@ -303,6 +309,7 @@ impl Store {
             attestation,
             pin,
             next_sequence,
+            sequence_lease: next_sequence,
             counter_floor,
             max_credentials,
         })
@@ -515,7 +522,8 @@ impl Store {
         }
         let sequence = self.next_sequence + 1;
         let value = file::encode_credential(sequence, &cred);
-        let seq_bytes = sequence.to_be_bytes();
+        let lease = (sequence >= self.sequence_lease).then(|| sequence + SEQUENCE_LEASE);
+        let lease_bytes = lease.unwrap_or(0).to_be_bytes();
         let mut changes: Vec<Change<'_>> = deletes
             .iter()
             .map(|&(kind, key)| Change::Delete { kind, key })
@@ -531,14 +539,19 @@ impl Store {
             group,
             value: &value,
         });
-        changes.push(Change::Put {
-            kind: KIND_META,
-            key: META_SEQUENCE,
-            group: None,
-            value: &seq_bytes,
-        });
+        if lease.is_some() {
+            changes.push(Change::Put {
+                kind: KIND_META,
+                key: META_SEQUENCE,
+                group: None,
+                value: &lease_bytes,
+            });
+        }
         self.records.commit(&changes)?;
         self.next_sequence = sequence;
+        if let Some(l) = lease {
+            self.sequence_lease = l;
+        }
         Ok(())
     }
 
@@ -616,7 +629,7 @@ impl Store {
             device: file::encode_device(&self.serial, wrapping_key),
             attestation: self.attestation.as_ref().map(file::encode_attestation),
             pin: file::encode_pin(pin),
-            sequence: self.next_sequence.to_be_bytes(),
+            sequence: self.sequence_lease.max(self.next_sequence).to_be_bytes(),
             floor: floor.to_be_bytes(),
         }
     }

@@ -121,11 +121,19 @@ fn credentials_persist_replace_by_user_and_list_newest_first() {
         // Same RP and user: replaces id1.
         s.put_credential(cred("a.example", b"u1", b"id4")).unwrap();
     }
-    let s = open(&dir).unwrap();
+    let mut s = open(&dir).unwrap();
     assert_eq!(
         ids_for(&s, "a.example"),
         vec![b"id4".to_vec(), b"id2".to_vec()]
     );
+    // Sequence numbers go on after a restart: a new credential is the newest.
+    s.put_credential(cred("a.example", b"u5", b"id5")).unwrap();
+    drop(s);
+    let s = open(&dir).unwrap();
+    assert_eq!(ids_for(&s, "a.example")[0], b"id5".to_vec());
+    assert_eq!(s.discoverable_count(), 4);
+    let mut s = s;
+    assert!(s.delete_credential(b"id5").unwrap());
     assert_eq!(s.discoverable_count(), 3);
     assert!(s.get_credential(b"id1").is_none());
     let rps: Vec<String> = s.rps().into_iter().map(|r| r.id).collect();

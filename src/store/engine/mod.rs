@@ -205,35 +205,37 @@ impl Index {
         match *op {
             Op::Put { kind, group, .. } => {
                 let loc = Loc { off, len, group };
-                if let Some(old) = self.entries.get(fk.as_slice()).copied() {
-                    self.live_bytes = self.live_bytes.saturating_sub(u64::from(old.len));
-                    match (old.group, group) {
-                        (Some(a), Some(b)) if a == b => {
-                            if let Some(m) = self
-                                .groups
-                                .get_mut(&(kind, a))
-                                .and_then(|ms| ms.iter_mut().find(|m| m.0 == old.off))
-                            {
-                                *m = (off, len);
-                            }
-                        }
-                        _ => {
-                            if let Some(a) = old.group {
-                                self.group_remove(kind, a, old.off);
-                            }
-                            if let Some(b) = group {
-                                self.groups.entry((kind, b)).or_default().push((off, len));
-                            }
-                        }
-                    }
-                } else {
+                self.live_bytes += u64::from(len);
+                let Some(slot) = self.entries.get_mut(fk.as_slice()) else {
                     *self.counts.entry(kind).or_default() += 1;
                     if let Some(b) = group {
                         self.groups.entry((kind, b)).or_default().push((off, len));
                     }
+                    self.entries.insert(fk.as_slice().into(), loc);
+                    return;
+                };
+                // An overwrite: the key stays, its place in a group too.
+                let old = std::mem::replace(slot, loc);
+                self.live_bytes = self.live_bytes.saturating_sub(u64::from(old.len));
+                match (old.group, group) {
+                    (Some(a), Some(b)) if a == b => {
+                        if let Some(m) = self
+                            .groups
+                            .get_mut(&(kind, a))
+                            .and_then(|ms| ms.iter_mut().find(|m| m.0 == old.off))
+                        {
+                            *m = (off, len);
+                        }
+                    }
+                    _ => {
+                        if let Some(a) = old.group {
+                            self.group_remove(kind, a, old.off);
+                        }
+                        if let Some(b) = group {
+                            self.groups.entry((kind, b)).or_default().push((off, len));
+                        }
+                    }
                 }
-                self.entries.insert(fk.as_slice().into(), loc);
-                self.live_bytes += u64::from(len);
             }
             Op::Delete { kind, .. } => {
                 if let Some(old) = self.entries.remove(fk.as_slice()) {
@@ -390,9 +392,16 @@ fn scan(
                 "record {seq} at offset {off} is authentic but not understood"
             )));
         }
-        pending.push((off, h.len, pt));
         off += u64::from(h.len);
         seq += 1;
+        if h.last_in_batch && pending.is_empty() {
+            // The common case, a commit of one record: no copy to the pending list.
+            if let Some(op) = Op::decode(&pt) {
+                index.apply(off - u64::from(h.len), h.len, &op);
+            }
+        } else {
+            pending.push((off - u64::from(h.len), h.len, pt));
+        }
         if h.last_in_batch {
             for (o, l, pt) in pending.drain(..) {
                 if let Some(op) = Op::decode(&pt) {
