@@ -240,3 +240,55 @@ fn a_read_only_store_is_refused_untouched() {
     }
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+#[test]
+fn pin_commands_take_the_passphrase() {
+    let base = tempdir("pinpass");
+    let store = base.join("store");
+    make_store(&store, &[("VKEY_PASSPHRASE", "the passphrase")]);
+    let pin_set = |env: &[(&str, &str)]| {
+        Command::new(VKEY)
+            .args(["pin", "set", "--store"])
+            .arg(&store)
+            .env("VKEY_PIN", "4321abcd")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = pin_set(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("protected by a passphrase"));
+    let pf = base.join("passphrase");
+    std::fs::write(&pf, "the passphrase\n").unwrap();
+    let out = Command::new(VKEY)
+        .args(["pin", "set", "--store"])
+        .arg(&store)
+        .arg("--passphrase-file")
+        .arg(&pf)
+        .env("VKEY_PIN", "4321abcd")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The key starts with the PIN it now has.
+    let out = Command::new(VKEY)
+        .args(["pin", "change", "--store"])
+        .arg(&store)
+        .env("VKEY_PASSPHRASE", "the passphrase")
+        .env("VKEY_PIN", "4321abcd")
+        .env("VKEY_NEW_PIN", "9876wxyz")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&base).unwrap();
+}
