@@ -517,7 +517,7 @@ impl Store {
             .count()
             .min(1)
             + usize::from(same_user.is_some());
-        if self.stored_count() - replaced >= self.max_credentials {
+        if self.stored_count().saturating_sub(replaced) >= self.max_credentials {
             return Err(StoreError::Full(self.max_credentials));
         }
         let sequence = self.next_sequence + 1;
