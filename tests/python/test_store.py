@@ -267,7 +267,7 @@ class Ledger:
         self.unacknowledged = 0
 
 
-def crash_round(key, ledger, rng, deadline):
+def crash_round(key, ledger, rng, deadline, killed):
     dev = None
     i = 0
     try:
@@ -305,9 +305,9 @@ def crash_round(key, ledger, rng, deadline):
                 ledger.retries -= 1
             ledger.in_flight = None
     except Exception as e:  # the connection dies with the process, in any call
-        time.sleep(0.05)
-        if key.proc.poll() is None:
-            raise AssertionError(f"the key failed while alive: {e!r}") from e
+        if not killed.wait(10):
+            tail = "".join(key.stderr[-20:])
+            raise AssertionError(f"the key failed before it was killed: {e!r}\n{tail}") from e
     finally:
         if dev is not None:
             dev.close()
@@ -358,9 +358,15 @@ def test_crash_sigkill_at_random_moments(tmp_path):
     key = VkeyProcess("--store", str(store), "--pin-file", pf)
     for k in range(kills):
         delay = rng.uniform(0.01, 0.4)
-        killer = threading.Timer(delay, key.proc.kill)
+        killed = threading.Event()
+        proc = key.proc
+
+        def kill():
+            proc.kill()
+            killed.set()
+        killer = threading.Timer(delay, kill)
         killer.start()
-        crash_round(key, ledger, rng, time.monotonic() + 5)
+        crash_round(key, ledger, rng, time.monotonic() + 5, killed)
         killer.join()
         key.proc.wait()
         key.start()
