@@ -54,6 +54,8 @@ fn prepare(n: usize) -> PathBuf {
             cred_protect: 1,
             discoverable: true,
             private_key: None,
+            backup_eligible: None,
+            backup_state: None,
         })
         .unwrap();
     }
