@@ -61,12 +61,14 @@ fn refuses(store: &Path, env: &[(&str, &str)], needle: &str) {
     assert!(errors[0].contains(needle), "wanted {needle:?}: {stderr}");
 }
 
-/// Every file of a store directory, by name, with its bytes.
+/// Every regular file of a store directory (not the control socket), by name, with its
+/// bytes.
 fn snapshot(store: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(store)
         .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
         .map(|e| {
-            let e = e.unwrap();
             (
                 e.file_name().to_string_lossy().into_owned(),
                 std::fs::read(e.path()).unwrap(),
@@ -212,6 +214,16 @@ fn a_read_only_store_is_refused_untouched() {
             .arg(&mnt)
             .status()
             .is_ok_and(|s| s.success());
+    // Unmounted however the test ends.
+    struct Unmount<'a>(&'a Path, bool);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            if self.1 {
+                let _ = Command::new("umount").arg(self.0).status();
+            }
+        }
+    }
+    let _guard = Unmount(&mnt, mounted);
     let store = mnt.join("store");
     make_store(&store, &[]);
     let before = snapshot(&store);
@@ -226,7 +238,6 @@ fn a_read_only_store_is_refused_untouched() {
         );
         refuses(&store, &[], "Read-only file system");
         assert_eq!(snapshot(&store), before);
-        let _ = Command::new("umount").arg(&mnt).status();
     } else if !is_root() {
         std::fs::set_permissions(
             store.join("vkey-store.dat"),
@@ -238,6 +249,7 @@ fn a_read_only_store_is_refused_untouched() {
     } else {
         eprintln!("root without mount: no read-only store to test here");
     }
+    drop(_guard);
     std::fs::remove_dir_all(&base).unwrap();
 }
 
