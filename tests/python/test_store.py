@@ -192,6 +192,12 @@ def test_a_full_disk_loses_nothing_acknowledged(tmp_path):
     if mounted:
         store = mnt / "store"
     pre = None if mounted else _set_fsize_limit(200_000)
+    started = []
+
+    def _start(args, preexec=None):
+        k = _Key(args, preexec)
+        started.append(k)
+        return k
     try:
         key = _start(["--store", str(store)], preexec=pre)
         dev = key.device()
@@ -231,6 +237,10 @@ def test_a_full_disk_loses_nothing_acknowledged(tmp_path):
         dev.close()
         key.stop()
     finally:
+        for k in started:
+            if k.proc.poll() is None:
+                k.proc.kill()
+                k.proc.wait()
         if mounted:
             subprocess.run(["umount", str(mnt)])
 
@@ -252,10 +262,6 @@ class _Key(VkeyProcess):
             super().start()
         finally:
             subprocess.Popen = real
-
-
-def _start(args, preexec=None):
-    return _Key(args, preexec)
 
 
 # ---------------------------------------------------------------------------- crash test
