@@ -11,7 +11,7 @@ use super::dispatcher::Response;
 use super::events::{CredentialInfo, Event};
 use super::extensions::{CredProtect, GetAssertionExtensions};
 use super::get_next_assertion::PendingAssertions;
-use super::params::{CredentialDescriptor, Options, UserEntity};
+use super::params::{CredentialDescriptor, Options, UserEntity, client_data_hash, rp_id};
 use super::presence::{RequestContext, Touch};
 use super::runtime::StatefulCommand;
 use super::status::{CtapResult, StatusCode};
@@ -20,7 +20,7 @@ use crate::crypto;
 
 pub(super) struct GetAssertionRequest {
     rp_id: String,
-    client_data_hash: Vec<u8>,
+    client_data_hash: [u8; 32],
     allow_list: Vec<CredentialDescriptor>,
     /// Parsed with the request; an error in them is reported at step 10, where the
     /// extensions are processed.
@@ -33,8 +33,8 @@ pub(super) struct GetAssertionRequest {
 impl GetAssertionRequest {
     pub fn parse(params: &[u8]) -> CtapResult<Self> {
         let mut m = RequestMap::parse(params)?;
-        let rp_id = read::text(m.required(0x01)?)?;
-        let client_data_hash = read::bytes(m.required(0x02)?)?;
+        let rp_id = rp_id(m.required(0x01)?)?;
+        let client_data_hash = client_data_hash(m.required(0x02)?)?;
         let allow_list = CredentialDescriptor::parse_list(m.take(0x03))?;
         let extensions = m.take(0x04).map(read::map).transpose()?;
         Ok(GetAssertionRequest {
@@ -80,7 +80,7 @@ impl Response for GetAssertionResponse {
 pub(super) struct AssertionContext {
     pub rp_id: String,
     pub rp_id_hash: [u8; 32],
-    pub client_data_hash: Vec<u8>,
+    pub client_data_hash: [u8; 32],
     /// UP and UV; BE and BS are each credential's.
     pub flags: u8,
     pub extensions: GetAssertionExtensions,

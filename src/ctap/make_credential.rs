@@ -9,7 +9,8 @@ use super::dispatcher::Response;
 use super::events::{CredentialInfo, Event};
 use super::extensions::{MakeCredentialExtensions, MakeCredentialOutputs};
 use super::params::{
-    CredentialDescriptor, Options, RpEntity, UserEntity, first_supported_algorithm,
+    CredentialDescriptor, Options, RpEntity, UserEntity, client_data_hash,
+    first_supported_algorithm,
 };
 use super::presence::{RequestContext, Touch};
 use super::status::{CtapResult, StatusCode};
@@ -19,7 +20,7 @@ use crate::crypto::{self, Algorithm, CredentialKey};
 use crate::store::Credential;
 
 pub(super) struct MakeCredentialRequest {
-    client_data_hash: Vec<u8>,
+    client_data_hash: [u8; 32],
     rp: RpEntity,
     user: UserEntity,
     /// From pubKeyCredParams (step 3).
@@ -37,7 +38,7 @@ pub(super) struct MakeCredentialRequest {
 impl MakeCredentialRequest {
     pub fn parse(params: &[u8]) -> CtapResult<Self> {
         let mut m = RequestMap::parse(params)?;
-        let client_data_hash = read::bytes(m.required(0x01)?)?;
+        let client_data_hash = client_data_hash(m.required(0x01)?)?;
         let rp = RpEntity::parse(m.required(0x02)?)?;
         let user = UserEntity::parse(m.required(0x03)?)?;
         let cred_params = read::array(m.required(0x04)?)?;

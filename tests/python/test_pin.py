@@ -338,7 +338,7 @@ def test_authenticator_config(vkey_factory, tmp_path):
     expect(ERR.PIN_POLICY_VIOLATION, cfg.set_min_pin_length, 6)
     cfg.set_min_pin_length(10)
     assert ctap.get_info().force_pin_change is True
-    expect(ERR.PIN_POLICY_VIOLATION, pin.get_pin_token, PIN)
+    expect(ERR.PIN_INVALID, pin.get_pin_token, PIN)  # the right PIN, but it must change first
     expect(ERR.PIN_POLICY_VIOLATION, pin.change_pin, PIN, "short")
     pin.change_pin(PIN, "0123456789")
     assert ctap.get_info().force_pin_change is False
