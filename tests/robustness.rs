@@ -133,9 +133,10 @@ fn ctap_core_survives_mutated_and_random_messages() {
         }
     }
     eprintln!("statuses: {statuses:?}");
-    // The inputs reach past the CBOR parser: successes and many distinct errors.
+    // The inputs reach past the CBOR parser: successes (at least 1 %: how many depends on
+    // the mix of seeds in errors.tsv, most of which are errors) and many distinct errors.
     assert!(
-        statuses.get(&0x00).copied().unwrap_or(0) > 300,
+        statuses.get(&0x00).copied().unwrap_or(0) > 200,
         "{statuses:?}"
     );
     assert!(
