@@ -80,7 +80,7 @@ for type in es256 eddsa; do
     fido2-cred -V -v $H -i r-$type.att -o r-$type.ver $type || fail "fido2-cred -V -v $H $type"
     tail -n +2 r-$type.ver > r-$type.pem
     head -n 1 r-$type.ver > r-$type.id
-    ok "fido2-cred -M -r -v $H $B $type, verified (UV signed${H:+, hmac-secret})"
+    ok "fido2-cred -M -r -v${H:+ $H}${B:+ $B} $type, verified (UV signed${H:+, hmac-secret})"
 done
 # Discoverable: both credentials, newest first; each assertion verified with its key.
 { b64 32; echo rk.example; [ -n "$H" ] && b64 32; } > ga-r.in
@@ -91,7 +91,7 @@ head -n 4 ga-r.out > ga-r1.out
 sed -n "$((per + 1)),$((per + 4))p" ga-r.out > ga-r2.out
 fido2-assert -V -v -p $H -i ga-r1.out r-eddsa.pem eddsa || fail "first discoverable assertion (eddsa)"
 fido2-assert -V -v -p $H -i ga-r2.out r-es256.pem es256 || fail "second discoverable assertion (es256)"
-ok "fido2-assert -G -r -v -p $H $B: 2 assertions, newest first, each verified (UV, UP signed)"
+ok "fido2-assert -G -r -v -p${H:+ $H}${B:+ $B}: 2 assertions, newest first, each verified (UV, UP signed)"
 if [ -n "$H" ]; then
     # The same salt gives the same secret with UV (hmac-secret's CredRandom with UV).
     echo "$PIN" | fido2-assert -G -r -v -p $H -i ga-r.in -o ga-r-again.out "$FIDO_DEV" || fail "hmac-secret again"
@@ -121,8 +121,9 @@ uid=$(sed -n 4p r-es256.in)
 echo "$PIN" | fido2-token -S -c -i "$(cat r-es256.id)" -k "$uid" -n renamed -p "Renamed User" "$FIDO_DEV" \
     || fail "fido2-token -S -c"
 echo "$PIN" | fido2-token -L -k rk.example "$FIDO_DEV" > creds2.txt
-grep "$(cat r-es256.id)" creds2.txt | grep -q renamed || { cat creds2.txt; fail "-S -c: name not updated"; }
-ok "fido2-token -S -c updates the user name"
+# -L -k prints: index, credential id, display name, user id, type, credProtect
+grep "$(cat r-es256.id)" creds2.txt | grep -q "Renamed User" || { cat creds2.txt; fail "-S -c: not updated"; }
+ok "fido2-token -S -c updates the user's name and display name"
 echo "$PIN" | fido2-token -D -i "$(cat r-eddsa.id)" "$FIDO_DEV" || fail "fido2-token -D -i"
 echo "$PIN" | fido2-token -L -k rk.example "$FIDO_DEV" > creds3.txt
 [ "$(wc -l < creds3.txt)" -eq 1 ] || fail "-D -i: credential not deleted"
@@ -169,7 +170,7 @@ echo "$PIN" | fido2-cred -M -r -v -i mpl.in -o mpl.out "$FIDO_DEV" es256 || fail
 ok "fido2-token -S -m rk.example accepted"
 echo "$PIN" | fido2-token -S -f "$FIDO_DEV" || fail "fido2-token -S -f"
 fido2-token -I "$FIDO_DEV" > info.txt
-grep -qi "force pin change: true" info.txt || { grep -i force info.txt; fail "-S -f: forcePINChange not set"; }
+grep -q "pin change required: true" info.txt || { grep -i change info.txt; fail "-S -f: forcePINChange not set"; }
 if echo "$PIN" | fido2-token -I -c "$FIDO_DEV" > /dev/null 2>&1; then fail "-S -f: the PIN still gives a token"; fi
 printf '%s\n%s\n%s\n' "$PIN" "$PIN2" "$PIN2" | fido2-token -C "$FIDO_DEV" || fail "-C after -S -f"
 echo "$PIN2" | fido2-token -I -c "$FIDO_DEV" > /dev/null || fail "new PIN after a forced change"
