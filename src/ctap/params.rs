@@ -8,18 +8,17 @@ use super::cbor::{MapBuilder, read};
 use super::status::{CtapResult, StatusCode};
 use crate::crypto::Algorithm;
 use crate::pin::Protocol;
+use crate::store::MAX_RP_ID_LEN;
 
 /// user.id is at most 64 bytes (WebAuthn §5.4.3).
 pub const MAX_USER_ID_LEN: usize = 64;
 /// Names are kept to 64 bytes: CTAP 2.1 §6.1 lets authenticators truncate them there.
 const MAX_NAME_LEN: usize = 64;
-/// RP IDs are domain names (WebAuthn §5.1.2 "RP ID"): 256 bytes is more than any DNS name
-/// (253). CTAP sets no limit; the store refuses longer ones with the same status, and
-/// every command that takes an RP ID refuses them while parsing, so none reaches it.
-pub const MAX_RP_ID_LEN: usize = 256;
-
-/// An RP ID (rp.id, rpId, minPinLengthRPIDs): text of at most MAX_RP_ID_LEN bytes, else
-/// CTAP1_ERR_INVALID_LENGTH ("invalid message or item length", §8.2).
+/// An RP ID (rp.id, rpId, minPinLengthRPIDs): text of at most the store's MAX_RP_ID_LEN
+/// (256) bytes, else CTAP1_ERR_INVALID_LENGTH ("invalid message or item length", §8.2).
+/// RP IDs are domain names (WebAuthn §5.1.2), at most 253 bytes; CTAP sets no limit. The
+/// store refuses longer ones with the same status; every command that takes an RP ID
+/// refuses them while parsing, so none reaches it.
 pub fn rp_id(v: Value) -> CtapResult<String> {
     let id = read::text(v)?;
     if id.len() > MAX_RP_ID_LEN {
@@ -71,12 +70,10 @@ impl RpEntity {
                 _ => {} // "icon" and unknown members are ignored
             }
         }
-        let id = id.ok_or(StatusCode::MissingParameter)?;
-        // Stored with every discoverable credential: bounded (issue 11), like user.id.
-        if id.len() > crate::store::MAX_RP_ID_LEN {
-            return Err(StatusCode::InvalidLength);
-        }
-        Ok(RpEntity { id, name })
+        Ok(RpEntity {
+            id: id.ok_or(StatusCode::MissingParameter)?,
+            name,
+        })
     }
 }
 
