@@ -5,7 +5,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from vkey_process import VKEY, VkeyProcess  # noqa: E402, F401 (VKEY: for the tests)
+from vkey_process import ROOT, TARGET, VKEY, VkeyProcess  # noqa: E402, F401 (tests import them from here)
 
 
 @pytest.fixture
