@@ -504,6 +504,9 @@ fn imported_credentials_with_their_own_key_sign_assertions() {
                 }),
                 backup_eligible: None,
                 backup_state: None,
+                hmac_secret: false,
+                large_blob_key: false,
+                cred_blob: Vec::new(),
             })
             .unwrap();
     }
