@@ -111,10 +111,11 @@ pub fn seal(
     };
     let mut pt = Zeroizing::new(Vec::with_capacity(PLAINTEXT_LEN + blob.len()));
     pt.push(key.algorithm().tag());
+    let flag = |set: bool, bit: u8| if set { bit } else { 0 };
     pt.push(
-        u8::from(props.discoverable) * FLAG_DISCOVERABLE
-            | u8::from(props.hmac_secret) * FLAG_HMAC_SECRET
-            | u8::from(props.large_blob_key) * FLAG_LARGE_BLOB_KEY,
+        flag(props.discoverable, FLAG_DISCOVERABLE)
+            | flag(props.hmac_secret, FLAG_HMAC_SECRET)
+            | flag(props.large_blob_key, FLAG_LARGE_BLOB_KEY),
     );
     pt.push(props.cred_protect.level());
     pt.extend_from_slice(&*key.secret());
