@@ -486,7 +486,7 @@ fn large_blob_key_in_responses_only_when_asked_and_in_enumerations() {
             &mut a,
             &ga_ext(
                 "example.com",
-                &[id.clone()],
+                std::slice::from_ref(&id),
                 vec![("largeBlobKey", Value::Bool(false))]
             ),
         ),
