@@ -139,7 +139,7 @@ impl GetAssertionExtensions {
         for (k, v) in map {
             match k.as_text() {
                 Some(hmac_secret::NAME) => ext.hmac_secret = Some(HmacSecretInput::parse(v)?),
-                Some(cred_blob::GET_NAME) => ext.get_cred_blob = cred_blob::parse_get(v)?,
+                Some(cred_blob::NAME) => ext.get_cred_blob = cred_blob::parse_get(v)?,
                 Some(large_blob_key::NAME) => {
                     large_blob_key::parse(v)?;
                     ext.large_blob_key = true;

@@ -391,11 +391,7 @@ fn cred_blob_is_stored_with_discoverable_and_non_discoverable_credentials() {
         let get = |a: &mut Authenticator, ask: bool| {
             let g = call(
                 a,
-                &ga_ext(
-                    "example.com",
-                    allow,
-                    vec![("getCredBlob", Value::Bool(ask))],
-                ),
+                &ga_ext("example.com", allow, vec![("credBlob", Value::Bool(ask))]),
             )
             .unwrap();
             auth_data_extensions(&bytes(member(&g, 2)))
@@ -417,11 +413,7 @@ fn cred_blob_is_stored_with_discoverable_and_non_discoverable_credentials() {
         let id = parse_auth_data(&ad).3.unwrap().0;
         let g = call(
             &mut a,
-            &ga_ext(
-                "example.com",
-                &[id],
-                vec![("getCredBlob", Value::Bool(true))],
-            ),
+            &ga_ext("example.com", &[id], vec![("credBlob", Value::Bool(true))]),
         )
         .unwrap();
         let e = auth_data_extensions(&bytes(member(&g, 2)));
