@@ -250,6 +250,30 @@ fn incomplete_message_times_out_after_500ms() {
 }
 
 #[test]
+fn each_packet_restarts_the_message_timer() {
+    // A slow host that keeps sending: 400 ms between packets, 1.2 s for the message.
+    let mut h = hid();
+    let t0 = Instant::now();
+    let cid = allocate(&mut h, t0);
+    let packets = fragment(cid, 0x10, &[7u8; 150]).unwrap();
+    assert_eq!(packets.len(), 3);
+    let mut now = t0;
+    for (i, p) in packets.iter().enumerate() {
+        h.handle_timeout(now);
+        assert!(
+            drain(&mut h).is_empty(),
+            "no timeout while packets keep coming"
+        );
+        h.handle_report(p, now);
+        if i + 1 < packets.len() {
+            assert_eq!(h.poll_timeout(), Some(now + Duration::from_millis(500)));
+        }
+        now += Duration::from_millis(400);
+    }
+    assert!(matches!(h.poll_event(), Some(Event::Request { .. })));
+}
+
+#[test]
 fn timed_out_message_does_not_block_the_next_one() {
     let mut h = hid();
     let t0 = Instant::now();
