@@ -250,6 +250,20 @@ fn incomplete_message_times_out_after_500ms() {
 }
 
 #[test]
+fn a_continuation_read_late_still_counts_until_the_timer_fires() {
+    // The packet came in time but was read 700 ms after the last one (a loaded host):
+    // no timer fired in between, so it completes the message.
+    let mut h = hid();
+    let t0 = Instant::now();
+    let cid = allocate(&mut h, t0);
+    let packets = fragment(cid, 0x10, &[7u8; 100]).unwrap();
+    h.handle_report(&packets[0], t0);
+    h.handle_report(&packets[1], t0 + Duration::from_millis(700));
+    assert!(matches!(h.poll_event(), Some(Event::Request { .. })));
+    assert!(drain(&mut h).is_empty(), "no MSG_TIMEOUT");
+}
+
+#[test]
 fn each_packet_restarts_the_message_timer() {
     // A slow host that keeps sending: 400 ms between packets, 1.2 s for the message.
     let mut h = hid();

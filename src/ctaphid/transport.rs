@@ -219,9 +219,17 @@ impl CtapHid {
         let mut report = [0u8; REPORT_LEN];
         let n = bytes.len().min(REPORT_LEN);
         report[..n].copy_from_slice(&bytes[..n]);
-        // A message that has timed out is over before this packet counts.
-        self.handle_timeout(now);
-        match Packet::parse(&report) {
+        let packet = Packet::parse(&report);
+        // A message that has timed out is over before this packet counts — unless this
+        // packet continues it: on a loaded machine a packet is often read well after it
+        // came in, and only the timer (nothing came) ends a message, not the lateness of
+        // the packet that did come.
+        let continues = matches!(&packet, Packet::Cont { cid, .. }
+            if self.assembly.as_ref().is_some_and(|a| a.cid == *cid));
+        if !continues {
+            self.handle_timeout(now);
+        }
+        match packet {
             Packet::Init {
                 cid,
                 cmd,
