@@ -109,8 +109,8 @@ fn ctap_core_survives_mutated_and_random_messages() {
             }
         } else if i % 4 == 0 {
             let mut m = vec![
-                *[0x01u8, 0x02, 0x04, 0x06, 0x08, 0x0a, 0x0b, 0x0d, 0x41]
-                    .get(i % 9)
+                *[0x01u8, 0x02, 0x04, 0x06, 0x08, 0x0a, 0x0b, 0x0c, 0x0d, 0x41]
+                    .get(i % 10)
                     .unwrap(),
             ];
             let mut body = vec![0u8; rng.random_range(0..200)];

@@ -6,6 +6,8 @@ use ciborium::Value;
 use super::authenticator_config::MAX_MIN_PIN_LENGTH_RP_IDS;
 use super::cbor::{MapBuilder, no_parameters};
 use super::dispatcher::Response;
+use super::extensions::cred_blob::MAX_CRED_BLOB_LENGTH;
+use super::large_blobs::MAX_SERIALIZED_LARGE_BLOB_ARRAY;
 use super::status::CtapResult;
 use super::{
     AAGUID, Authenticator, MAX_CREDENTIAL_COUNT_IN_LIST, MAX_CREDENTIAL_ID_LENGTH, MAX_MSG_SIZE,
@@ -50,6 +52,7 @@ impl Response for GetInfoResponse {
             .text("authnrCfg", true)
             .text("setMinPINLength", true)
             .text("pinUvAuthToken", true)
+            .text("largeBlobs", true)
             .text("makeCredUvNotRqd", !pin.always_uv)
             .text("alwaysUv", pin.always_uv);
         if self.built_in_uv {
@@ -74,9 +77,11 @@ impl Response for GetInfoResponse {
             .int(0x08, MAX_CREDENTIAL_ID_LENGTH as u64)
             .int(0x09, array(["usb"]))
             .int(0x0a, algorithms)
+            .int(0x0b, MAX_SERIALIZED_LARGE_BLOB_ARRAY as u64)
             .int(0x0c, pin.force_change)
             .int(0x0d, pin.min_pin_length)
             .int(0x0e, firmware_version())
+            .int(0x0f, MAX_CRED_BLOB_LENGTH as u64)
             .int(0x10, MAX_MIN_PIN_LENGTH_RP_IDS as u64)
             // preferredPlatformUvAttempts 1; uvModality USER_VERIFY_FINGERPRINT_INTERNAL
             // (FIDO Registry §3.1).

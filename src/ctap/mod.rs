@@ -21,6 +21,7 @@ mod extensions;
 mod get_assertion;
 mod get_info;
 mod get_next_assertion;
+mod large_blobs;
 mod make_credential;
 mod management;
 mod overrides;
@@ -50,6 +51,7 @@ use crate::crypto::attestation::Attestation;
 use crate::pin::{KeyAgreement, Protocol};
 use crate::store::{AttestationMaterial, Store, StoreError};
 use credential_id::CredentialSource;
+use extensions::CredProtect;
 use runtime::RuntimeState;
 
 /// The vkey AAGUID (WebAuthn §6.1: identifies the authenticator model). Fixed for every
@@ -304,7 +306,7 @@ impl Authenticator {
         }
         if let Some(src) = credential_id::open(self.store.wrapping_key(), rp_id_hash, id) {
             // Deleted or replaced (§6.1.2 step 17): no longer ours.
-            let listed = !src.discoverable || self.store.get_credential(id).is_some();
+            let listed = !src.props.discoverable || self.store.get_credential(id).is_some();
             return listed.then_some(src);
         }
         let stored = self.store.get_credential(id)?;
@@ -312,7 +314,14 @@ impl Authenticator {
             return None;
         }
         let key = stored.private_key.as_ref()?;
-        CredentialSource::from_stored(key, stored.discoverable, stored.cred_protect)
+        let props = credential_id::Properties {
+            discoverable: stored.discoverable,
+            cred_protect: CredProtect::from_level(stored.cred_protect.into())?,
+            hmac_secret: stored.hmac_secret,
+            large_blob_key: stored.large_blob_key,
+            cred_blob: stored.cred_blob.clone(),
+        };
+        Some(CredentialSource::from_stored(key, props))
     }
 }
 

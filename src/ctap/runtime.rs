@@ -3,14 +3,15 @@
 //! CTAP 2.1 §6.5.6 initialize(): new key agreement keys, no pinUvAuthToken, the
 //! PIN_AUTH_BLOCKED count back to zero. The reset window (§6.6) starts at power-up. And
 //! at most one stateful command is in progress (§6.3 getNextAssertion, §6.8
-//! enumerateRPs / enumerateCredentials): it lives while its next step follows at once
-//! and within 30 s.
+//! enumerateRPs / enumerateCredentials, §6.10 a large-blob write in fragments): it lives
+//! while its next step follows at once and within 30 s.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::get_next_assertion::PendingAssertions;
+use super::large_blobs::PendingLargeBlobs;
 use crate::pin::{KeyAgreement, PinUvAuthToken};
 use crate::store::RpInfo;
 
@@ -62,6 +63,8 @@ pub(super) enum StatefulCommand {
     EnumerateRps(VecDeque<RpInfo>),
     /// §6.8.4: credential IDs not yet returned by enumerateCredentialsGetNextCredential.
     EnumerateCredentials(VecDeque<Vec<u8>>),
+    /// §6.10.2: a serialized large-blob array being written in fragments.
+    LargeBlobsSet(PendingLargeBlobs),
 }
 
 /// The authenticator's volatile state.
