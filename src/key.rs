@@ -162,7 +162,9 @@ type ControlJob = Box<dyn FnOnce(&mut Authenticator) + Send>;
 enum Job {
     /// A new USB session: volatile state (tokens, reset window) starts over.
     PowerUp,
-    Cbor {
+    /// A CTAP2 message (CTAPHID_CBOR) or a CTAP1/U2F APDU (CTAPHID_MSG).
+    Request {
+        kind: RequestKind,
         data: Vec<u8>,
         ctx: RequestContext,
         reply: Reply,
@@ -197,6 +199,8 @@ pub struct Key {
     identity: DeviceIdentity,
     jobs: mpsc::Sender<Job>,
     shared: Arc<KeyShared>,
+    /// CTAP1/U2F is on: CTAPHID serves CTAPHID_MSG (else INIT says NMSG).
+    u2f: bool,
 }
 
 impl Key {
@@ -212,6 +216,7 @@ impl Key {
             serial: auth.store().serial().to_string(),
         };
         shared.set_status(auth.status());
+        let u2f = auth.u2f_enabled();
         let (jobs, rx) = mpsc::channel::<Job>();
         let sh = shared.clone();
         std::thread::Builder::new()
@@ -220,27 +225,57 @@ impl Key {
                 while let Ok(job) = rx.recv() {
                     match job {
                         Job::PowerUp => auth.power_up(),
-                        Job::Cbor { data, ctx, reply } => {
+                        Job::Request {
+                            kind,
+                            data,
+                            ctx,
+                            reply,
+                        } => {
                             let started = Instant::now();
-                            let command = data.first().copied().unwrap_or(0);
                             let traced = sh.tracing();
-                            if traced {
-                                sh.emit(KeyEventKind::Request(trace::request(&data)));
-                            }
-                            let resp = auth.process(&data, &ctx);
-                            debug!(
-                                "ctap cmd {command:#04x} -> status {:#04x} in {:?}",
-                                resp[0],
-                                started.elapsed()
-                            );
-                            if traced {
-                                sh.emit(KeyEventKind::Response(trace::response(command, &resp)));
-                            }
-                            // Before the response goes out: a control client that reads
-                            // the status after it sees what the command did.
-                            if changes_status(command) {
-                                sh.set_status(auth.status());
-                            }
+                            let resp = match kind {
+                                RequestKind::Cbor => {
+                                    let command = data.first().copied().unwrap_or(0);
+                                    if traced {
+                                        sh.emit(KeyEventKind::Request(trace::request(&data)));
+                                    }
+                                    let resp = auth.process(&data, &ctx);
+                                    debug!(
+                                        "ctap cmd {command:#04x} -> status {:#04x} in {:?}",
+                                        resp[0],
+                                        started.elapsed()
+                                    );
+                                    if traced {
+                                        let t = trace::response(command, &resp);
+                                        sh.emit(KeyEventKind::Response(t));
+                                    }
+                                    // Before the response goes out: a control client that
+                                    // reads the status after it sees what the command did.
+                                    if changes_status(command) {
+                                        sh.set_status(auth.status());
+                                    }
+                                    resp
+                                }
+                                RequestKind::Msg => {
+                                    if traced {
+                                        let t = trace::u2f_request(&data);
+                                        sh.emit(KeyEventKind::Request(t));
+                                    }
+                                    // U2F never waits for the user, and changes nothing
+                                    // the status shows (its credentials are not stored).
+                                    let resp = auth.process_u2f(&data);
+                                    debug!(
+                                        "u2f apdu -> {:02x?} in {:?}",
+                                        resp.get(resp.len().saturating_sub(2)..),
+                                        started.elapsed()
+                                    );
+                                    if traced {
+                                        let t = trace::u2f_response(&data, &resp);
+                                        sh.emit(KeyEventKind::Response(t));
+                                    }
+                                    resp
+                                }
+                            };
                             // The session may be gone (host disconnected); then nobody waits.
                             if reply.tx.send((reply.txn, resp)).is_ok() {
                                 reply.notify.notify_one();
@@ -256,6 +291,7 @@ impl Key {
             identity,
             jobs,
             shared,
+            u2f,
         })
     }
 
@@ -294,7 +330,7 @@ impl Key {
             let give_up = tokio::select! {
                 r = &mut rx => return r.map_err(|_| Busy::Gone),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                    match self.shared.presence.pending() {
+                    match self.shared.presence.blocking() {
                         Some(p) => Some(Busy::WaitsForUser(p)),
                         None if tokio::time::Instant::now() >= deadline => Some(Busy::Timeout),
                         None => None,
@@ -362,7 +398,7 @@ impl ExportedDevice for Key {
         let (tx, rx) = mpsc::channel();
         let hid = CtapHid::new(ctaphid::Config {
             cbor: true,
-            msg: false,
+            msg: self.u2f,
             wink: true,
             version: crate::version(),
         });
@@ -397,11 +433,9 @@ impl KeySession {
         while let Some(ev) = self.hid.poll_event() {
             match ev {
                 Event::Request {
-                    txn,
-                    kind: RequestKind::Cbor,
-                    data,
-                    ..
+                    txn, kind, data, ..
                 } => {
+                    // CTAPHID passes MSG on only with U2F on (else NMSG, INVALID_CMD).
                     let (ctx, handle) = RequestContext::new();
                     self.current = Some((txn, handle));
                     let reply = Reply {
@@ -409,20 +443,21 @@ impl KeySession {
                         tx: self.response_tx.clone(),
                         notify: self.notify.clone(),
                     };
-                    if self.jobs.send(Job::Cbor { data, ctx, reply }).is_err() {
+                    let job = Job::Request {
+                        kind,
+                        data,
+                        ctx,
+                        reply,
+                    };
+                    if self.jobs.send(job).is_err() {
                         warn!("authenticator thread is gone");
-                        self.hid
-                            .respond(txn, &[crate::ctap::StatusCode::Other.byte()]);
+                        let failed = match kind {
+                            RequestKind::Cbor => vec![crate::ctap::StatusCode::Other.byte()],
+                            // SW_UNKNOWN: no precise diagnosis (ISO 7816-4).
+                            RequestKind::Msg => vec![0x6f, 0x00],
+                        };
+                        self.hid.respond(txn, &failed);
                     }
-                }
-                Event::Request {
-                    txn,
-                    kind: RequestKind::Msg,
-                    ..
-                } => {
-                    // CTAP1/U2F is not implemented yet (NMSG is advertised, so CTAPHID
-                    // never dispatches MSG); answer SW_INS_NOT_SUPPORTED regardless.
-                    self.hid.respond(txn, &[0x6d, 0x00]);
                 }
                 Event::Cancel { txn } | Event::Abort { txn } => {
                     if let Some((t, h)) = &self.current

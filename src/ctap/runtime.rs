@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::get_next_assertion::PendingAssertions;
+use super::presence::PolledTouch;
 use crate::pin::{KeyAgreement, PinUvAuthToken};
 use crate::store::RpInfo;
 
@@ -74,6 +75,8 @@ pub(super) struct RuntimeState {
     /// Wrong PINs in a row; at 3, PIN use is blocked until power cycle.
     pub pin_failures: u8,
     stateful: Option<(StatefulCommand, Instant)>,
+    /// The touch a polling CTAP1/U2F client asked for.
+    pub polled_touch: PolledTouch,
 }
 
 impl RuntimeState {
@@ -85,6 +88,7 @@ impl RuntimeState {
             token: PinUvAuthToken::new(),
             pin_failures: 0,
             stateful: None,
+            polled_touch: PolledTouch::default(),
         }
     }
 
