@@ -231,50 +231,9 @@ impl Key {
                             ctx,
                             reply,
                         } => {
-                            let started = Instant::now();
-                            let traced = sh.tracing();
                             let resp = match kind {
-                                RequestKind::Cbor => {
-                                    let command = data.first().copied().unwrap_or(0);
-                                    if traced {
-                                        sh.emit(KeyEventKind::Request(trace::request(&data)));
-                                    }
-                                    let resp = auth.process(&data, &ctx);
-                                    debug!(
-                                        "ctap cmd {command:#04x} -> status {:#04x} in {:?}",
-                                        resp[0],
-                                        started.elapsed()
-                                    );
-                                    if traced {
-                                        let t = trace::response(command, &resp);
-                                        sh.emit(KeyEventKind::Response(t));
-                                    }
-                                    // Before the response goes out: a control client that
-                                    // reads the status after it sees what the command did.
-                                    if changes_status(command) {
-                                        sh.set_status(auth.status());
-                                    }
-                                    resp
-                                }
-                                RequestKind::Msg => {
-                                    if traced {
-                                        let t = trace::u2f_request(&data);
-                                        sh.emit(KeyEventKind::Request(t));
-                                    }
-                                    // U2F never waits for the user, and changes nothing
-                                    // the status shows (its credentials are not stored).
-                                    let resp = auth.process_u2f(&data);
-                                    debug!(
-                                        "u2f apdu -> {:02x?} in {:?}",
-                                        resp.get(resp.len().saturating_sub(2)..),
-                                        started.elapsed()
-                                    );
-                                    if traced {
-                                        let t = trace::u2f_response(&data, &resp);
-                                        sh.emit(KeyEventKind::Response(t));
-                                    }
-                                    resp
-                                }
+                                RequestKind::Cbor => run_cbor(&mut auth, &sh, &data, &ctx),
+                                RequestKind::Msg => run_u2f(&mut auth, &sh, &data),
                             };
                             // The session may be gone (host disconnected); then nobody waits.
                             if reply.tx.send((reply.txn, resp)).is_ok() {
@@ -362,6 +321,58 @@ impl Key {
         info!("{}: replug", self.shared.bus_id);
         attached
     }
+}
+
+/// Runs a CTAP2 message (CTAPHID_CBOR) on the authenticator thread, traced when someone
+/// watches.
+fn run_cbor(
+    auth: &mut Authenticator,
+    sh: &KeyShared,
+    data: &[u8],
+    ctx: &RequestContext,
+) -> Vec<u8> {
+    let started = Instant::now();
+    let command = data.first().copied().unwrap_or(0);
+    let traced = sh.tracing();
+    if traced {
+        sh.emit(KeyEventKind::Request(trace::request(data)));
+    }
+    let resp = auth.process(data, ctx);
+    debug!(
+        "ctap cmd {command:#04x} -> status {:#04x} in {:?}",
+        resp[0],
+        started.elapsed()
+    );
+    if traced {
+        sh.emit(KeyEventKind::Response(trace::response(command, &resp)));
+    }
+    // Before the response goes out: a control client that reads the status after it
+    // sees what the command did.
+    if changes_status(command) {
+        sh.set_status(auth.status());
+    }
+    resp
+}
+
+/// Runs a CTAP1/U2F APDU (CTAPHID_MSG). It never waits for the user and changes nothing
+/// the status shows (U2F credentials are not stored).
+fn run_u2f(auth: &mut Authenticator, sh: &KeyShared, data: &[u8]) -> Vec<u8> {
+    let started = Instant::now();
+    let traced = sh.tracing();
+    if traced {
+        sh.emit(KeyEventKind::Request(trace::u2f_request(data)));
+    }
+    let resp = auth.process_u2f(data);
+    debug!(
+        "u2f ins {:#04x} -> sw {:02x?} in {:?}",
+        data.get(1).copied().unwrap_or(0),
+        resp.get(resp.len().saturating_sub(2)..),
+        started.elapsed()
+    );
+    if traced {
+        sh.emit(KeyEventKind::Response(trace::u2f_response(data, &resp)));
+    }
+    resp
 }
 
 /// Whether a command can change what `GET /v1/keys` shows (PIN, retries, credentials).
