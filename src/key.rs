@@ -162,7 +162,9 @@ type ControlJob = Box<dyn FnOnce(&mut Authenticator) + Send>;
 enum Job {
     /// A new USB session: volatile state (tokens, reset window) starts over.
     PowerUp,
-    Cbor {
+    /// A CTAP2 message (CTAPHID_CBOR) or a CTAP1/U2F APDU (CTAPHID_MSG).
+    Request {
+        kind: RequestKind,
         data: Vec<u8>,
         ctx: RequestContext,
         reply: Reply,
@@ -197,6 +199,8 @@ pub struct Key {
     identity: DeviceIdentity,
     jobs: mpsc::Sender<Job>,
     shared: Arc<KeyShared>,
+    /// CTAP1/U2F is on: CTAPHID serves CTAPHID_MSG (else INIT says NMSG).
+    u2f: bool,
 }
 
 impl Key {
@@ -212,6 +216,7 @@ impl Key {
             serial: auth.store().serial().to_string(),
         };
         shared.set_status(auth.status());
+        let u2f = auth.u2f_enabled();
         let (jobs, rx) = mpsc::channel::<Job>();
         let sh = shared.clone();
         std::thread::Builder::new()
@@ -220,27 +225,16 @@ impl Key {
                 while let Ok(job) = rx.recv() {
                     match job {
                         Job::PowerUp => auth.power_up(),
-                        Job::Cbor { data, ctx, reply } => {
-                            let started = Instant::now();
-                            let command = data.first().copied().unwrap_or(0);
-                            let traced = sh.tracing();
-                            if traced {
-                                sh.emit(KeyEventKind::Request(trace::request(&data)));
-                            }
-                            let resp = auth.process(&data, &ctx);
-                            debug!(
-                                "ctap cmd {command:#04x} -> status {:#04x} in {:?}",
-                                resp[0],
-                                started.elapsed()
-                            );
-                            if traced {
-                                sh.emit(KeyEventKind::Response(trace::response(command, &resp)));
-                            }
-                            // Before the response goes out: a control client that reads
-                            // the status after it sees what the command did.
-                            if changes_status(command) {
-                                sh.set_status(auth.status());
-                            }
+                        Job::Request {
+                            kind,
+                            data,
+                            ctx,
+                            reply,
+                        } => {
+                            let resp = match kind {
+                                RequestKind::Cbor => run_cbor(&mut auth, &sh, &data, &ctx),
+                                RequestKind::Msg => run_u2f(&mut auth, &sh, &data),
+                            };
                             // The session may be gone (host disconnected); then nobody waits.
                             if reply.tx.send((reply.txn, resp)).is_ok() {
                                 reply.notify.notify_one();
@@ -256,6 +250,7 @@ impl Key {
             identity,
             jobs,
             shared,
+            u2f,
         })
     }
 
@@ -294,7 +289,7 @@ impl Key {
             let give_up = tokio::select! {
                 r = &mut rx => return r.map_err(|_| Busy::Gone),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                    match self.shared.presence.pending() {
+                    match self.shared.presence.blocking() {
                         Some(p) => Some(Busy::WaitsForUser(p)),
                         None if tokio::time::Instant::now() >= deadline => Some(Busy::Timeout),
                         None => None,
@@ -326,6 +321,58 @@ impl Key {
         info!("{}: replug", self.shared.bus_id);
         attached
     }
+}
+
+/// Runs a CTAP2 message (CTAPHID_CBOR) on the authenticator thread, traced when someone
+/// watches.
+fn run_cbor(
+    auth: &mut Authenticator,
+    sh: &KeyShared,
+    data: &[u8],
+    ctx: &RequestContext,
+) -> Vec<u8> {
+    let started = Instant::now();
+    let command = data.first().copied().unwrap_or(0);
+    let traced = sh.tracing();
+    if traced {
+        sh.emit(KeyEventKind::Request(trace::request(data)));
+    }
+    let resp = auth.process(data, ctx);
+    debug!(
+        "ctap cmd {command:#04x} -> status {:#04x} in {:?}",
+        resp[0],
+        started.elapsed()
+    );
+    if traced {
+        sh.emit(KeyEventKind::Response(trace::response(command, &resp)));
+    }
+    // Before the response goes out: a control client that reads the status after it
+    // sees what the command did.
+    if changes_status(command) {
+        sh.set_status(auth.status());
+    }
+    resp
+}
+
+/// Runs a CTAP1/U2F APDU (CTAPHID_MSG). It never waits for the user and changes nothing
+/// the status shows (U2F credentials are not stored).
+fn run_u2f(auth: &mut Authenticator, sh: &KeyShared, data: &[u8]) -> Vec<u8> {
+    let started = Instant::now();
+    let traced = sh.tracing();
+    if traced {
+        sh.emit(KeyEventKind::Request(trace::u2f_request(data)));
+    }
+    let resp = auth.process_u2f(data);
+    debug!(
+        "u2f ins {:#04x} -> sw {:02x?} in {:?}",
+        data.get(1).copied().unwrap_or(0),
+        resp.get(resp.len().saturating_sub(2)..),
+        started.elapsed()
+    );
+    if traced {
+        sh.emit(KeyEventKind::Response(trace::u2f_response(data, &resp)));
+    }
+    resp
 }
 
 /// Whether a command can change what `GET /v1/keys` shows (PIN, retries, credentials).
@@ -362,7 +409,7 @@ impl ExportedDevice for Key {
         let (tx, rx) = mpsc::channel();
         let hid = CtapHid::new(ctaphid::Config {
             cbor: true,
-            msg: false,
+            msg: self.u2f,
             wink: true,
             version: crate::version(),
         });
@@ -397,11 +444,9 @@ impl KeySession {
         while let Some(ev) = self.hid.poll_event() {
             match ev {
                 Event::Request {
-                    txn,
-                    kind: RequestKind::Cbor,
-                    data,
-                    ..
+                    txn, kind, data, ..
                 } => {
+                    // CTAPHID passes MSG on only with U2F on (else NMSG, INVALID_CMD).
                     let (ctx, handle) = RequestContext::new();
                     self.current = Some((txn, handle));
                     let reply = Reply {
@@ -409,20 +454,21 @@ impl KeySession {
                         tx: self.response_tx.clone(),
                         notify: self.notify.clone(),
                     };
-                    if self.jobs.send(Job::Cbor { data, ctx, reply }).is_err() {
+                    let job = Job::Request {
+                        kind,
+                        data,
+                        ctx,
+                        reply,
+                    };
+                    if self.jobs.send(job).is_err() {
                         warn!("authenticator thread is gone");
-                        self.hid
-                            .respond(txn, &[crate::ctap::StatusCode::Other.byte()]);
+                        let failed = match kind {
+                            RequestKind::Cbor => vec![crate::ctap::StatusCode::Other.byte()],
+                            // SW_UNKNOWN: no precise diagnosis (ISO 7816-4).
+                            RequestKind::Msg => vec![0x6f, 0x00],
+                        };
+                        self.hid.respond(txn, &failed);
                     }
-                }
-                Event::Request {
-                    txn,
-                    kind: RequestKind::Msg,
-                    ..
-                } => {
-                    // CTAP1/U2F is not implemented yet (NMSG is advertised, so CTAPHID
-                    // never dispatches MSG); answer SW_INS_NOT_SUPPORTED regardless.
-                    self.hid.respond(txn, &[0x6d, 0x00]);
                 }
                 Event::Cancel { txn } | Event::Abort { txn } => {
                     if let Some((t, h)) = &self.current

@@ -21,6 +21,8 @@ pub(super) struct GetInfoResponse {
     pin: PinStatus,
     built_in_uv: bool,
     remaining_discoverable_credentials: usize,
+    /// CTAP1/U2F is served: on, and not switched off by alwaysUv (§7.2.2).
+    u2f: bool,
 }
 
 pub(super) fn get_info(auth: &Authenticator, params: &[u8]) -> CtapResult<GetInfoResponse> {
@@ -29,6 +31,7 @@ pub(super) fn get_info(auth: &Authenticator, params: &[u8]) -> CtapResult<GetInf
         pin: auth.store.pin_status(),
         built_in_uv: auth.config.uv.is_some(),
         remaining_discoverable_credentials: auth.store.remaining_capacity(),
+        u2f: auth.u2f_serves(),
     })
 }
 
@@ -41,7 +44,9 @@ impl Response for GetInfoResponse {
         let pin = self.pin;
         // FIDO_2_1: clientPIN with both protocols, pinUvAuthToken, credential management
         // and authenticatorConfig are complete. Never FIDO_2_1_PRE (it broke iPhones).
-        let versions = array(["FIDO_2_0", "FIDO_2_1"]);
+        // U2F_V2: CTAP1/U2F over CTAPHID_MSG (§6.4), unless it is off.
+        let u2f = self.u2f.then_some("U2F_V2");
+        let versions = array(u2f.into_iter().chain(["FIDO_2_0", "FIDO_2_1"]));
         let mut options = MapBuilder::new()
             .text("rk", true)
             .text("up", true)

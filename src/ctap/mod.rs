@@ -7,7 +7,8 @@
 //! through a [`RequestContext`]. One file per CTAP command, each with its request type
 //! (parsed once, with the exact status for each problem) and its response type
 //! (encoded once, canonically); extensions in `extensions/`, one module each; what a
-//! power cycle clears in `runtime`.
+//! power cycle clears in `runtime`. CTAP1/U2F APDUs (CTAPHID_MSG) go to
+//! [`Authenticator::process_u2f`] (`u2f/`), over the same credentials and counters.
 
 mod auth_data;
 mod authenticator_config;
@@ -32,6 +33,7 @@ mod runtime;
 mod selection;
 pub mod status;
 pub mod trace;
+mod u2f;
 mod user_verification;
 
 use std::sync::Arc;
@@ -113,6 +115,9 @@ pub struct Config {
     pub events: Arc<dyn EventSink>,
     /// CDP response override bits (bogus signature, UV / UP flags cleared).
     pub overrides: ResponseOverrides,
+    /// CTAP1/U2F over CTAPHID_MSG, and "U2F_V2" in getInfo (`vkey serve --no-u2f`
+    /// switches it off).
+    pub u2f: bool,
 }
 
 impl Default for Config {
@@ -126,6 +131,7 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             events: Arc::new(NoEvents),
             overrides: ResponseOverrides::default(),
+            u2f: true,
         }
     }
 }
@@ -196,6 +202,7 @@ impl Authenticator {
             }
         };
         let state = RuntimeState::new(config.clock.now());
+        config.presence.use_clock(config.clock.clone());
         Ok(Authenticator {
             store,
             config,
@@ -215,7 +222,16 @@ impl Authenticator {
 
     /// Power-up: a new USB session began (USB/IP import). Volatile state starts over.
     pub fn power_up(&mut self) {
+        // A CTAP1/U2F client that polled for a touch is gone with the old session.
+        if let Some(id) = self.state.polled_touch.asked_id() {
+            self.config.presence.withdraw(id);
+        }
         self.state = RuntimeState::new(self.now());
+    }
+
+    /// Whether CTAP1/U2F is on (CTAPHID advertises CTAPHID_MSG only then).
+    pub fn u2f_enabled(&self) -> bool {
+        self.config.u2f
     }
 
     fn now(&self) -> Instant {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::get_next_assertion::PendingAssertions;
 use super::large_blobs::PendingLargeBlobs;
+use super::presence::PolledTouch;
 use crate::pin::{KeyAgreement, PinUvAuthToken};
 use crate::store::RpInfo;
 
@@ -77,6 +78,8 @@ pub(super) struct RuntimeState {
     /// Wrong PINs in a row; at 3, PIN use is blocked until power cycle.
     pub pin_failures: u8,
     stateful: Option<(StatefulCommand, Instant)>,
+    /// The touch a polling CTAP1/U2F client asked for.
+    pub polled_touch: PolledTouch,
 }
 
 impl RuntimeState {
@@ -88,6 +91,7 @@ impl RuntimeState {
             token: PinUvAuthToken::new(),
             pin_failures: 0,
             stateful: None,
+            polled_touch: PolledTouch::default(),
         }
     }
 
