@@ -214,16 +214,24 @@ fn trace_follows_events() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(trace.stdout.take().unwrap());
-    // The subscription is made when the stream is served; retry the import until seen.
+    // Lines are read by a thread: a read on the pipe blocks until `vkey trace` prints.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = trace.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    // The subscription is made when the stream is served: an import made before it is
+    // not seen, so import again until a line comes (generous waits: a loaded machine).
     let file = s.dir.join("cred.json");
     let mut seen = String::new();
     for i in 0..50u8 {
         std::fs::write(&file, credential_json(&[b'T', i])).unwrap();
         ok(&s.socket, &["cred", "add", file.to_str().unwrap()]);
-        let mut l = String::new();
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        if lines.read_line(&mut l).unwrap() > 0 {
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(2)) {
             seen = l;
             break;
         }

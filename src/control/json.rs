@@ -52,6 +52,9 @@ pub fn credential(c: &StoredCredential) -> Value {
     if let Some(k) = &c.private_key {
         m.insert("privateKey".into(), b64(k).into());
     }
+    if let Some(b) = &c.large_blob {
+        m.insert("largeBlob".into(), b64(b).into());
+    }
     m.insert(
         "algorithm".into(),
         match c.algorithm {
@@ -83,7 +86,7 @@ pub struct CredentialIn {
     pub backup_eligibility: Option<bool>,
     #[serde(default)]
     pub backup_state: Option<bool>,
-    /// Accepted by name so that the error says why (no large-blob storage yet).
+    /// The credential's large blob (a resident credential only).
     #[serde(default)]
     pub large_blob: Option<String>,
     /// What export writes; ignored on import (the key type says it).
@@ -155,6 +158,9 @@ impl Drop for CredentialIn {
     fn drop(&mut self) {
         use zeroize::Zeroize;
         self.private_key.zeroize();
+        if let Some(b) = &mut self.large_blob {
+            b.zeroize();
+        }
     }
 }
 

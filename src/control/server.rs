@@ -71,6 +71,7 @@ impl From<ManageError> for ApiError {
             ManageError::NotFound => StatusCode::NOT_FOUND,
             ManageError::Duplicate | ManageError::WrongPin => StatusCode::CONFLICT,
             ManageError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ManageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ManageError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
@@ -237,10 +238,6 @@ async fn add_credential(
 ) -> ApiResult {
     let k = key(&s, &bus_id)?;
     let c: json::CredentialIn = body(&bytes)?;
-    if c.large_blob.is_some() {
-        // TODO(extensions): import through the store's large-blob API once it exists.
-        return Err(bad("largeBlob: this key has no large-blob storage yet"));
-    }
     let import = ImportCredential {
         credential_id: unb64("credentialId", &c.credential_id).map_err(bad)?,
         is_resident: c.is_resident_credential,
@@ -257,6 +254,12 @@ async fn add_credential(
         sign_count: c.sign_count,
         backup_eligibility: c.backup_eligibility,
         backup_state: c.backup_state,
+        large_blob: c
+            .large_blob
+            .as_deref()
+            .map(|b| unb64("largeBlob", b).map(Zeroizing::new))
+            .transpose()
+            .map_err(bad)?,
     };
     let added = k
         .run(move |a| a.import_credential(import).map(|c| json::credential(&c)))

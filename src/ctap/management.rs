@@ -10,7 +10,9 @@ use zeroize::Zeroizing;
 use super::credential_id;
 use super::dispatcher::Response;
 use super::events::{CredentialInfo, Event};
+use super::extensions::large_blob_key;
 use super::get_info::get_info;
+use super::large_blob_entries::{self, TooLarge};
 use super::params::MAX_USER_ID_LEN;
 use super::runtime::RuntimeState;
 use super::{AAGUID, Authenticator, MAX_CREDENTIAL_ID_LENGTH};
@@ -24,6 +26,9 @@ pub struct StoredCredential {
     pub algorithm: Algorithm,
     /// `None` only if the key cannot be recovered (never for our own credentials).
     pub private_key: Option<Zeroizing<Vec<u8>>>,
+    /// CDP `largeBlob`: the blob stored for the credential's largeBlobKey in the
+    /// serialized large-blob array (CTAP 2.1 §6.10.3), if it has one.
+    pub large_blob: Option<Zeroizing<Vec<u8>>>,
 }
 
 /// A credential to import (CDP `WebAuthn.addCredential`).
@@ -40,6 +45,9 @@ pub struct ImportCredential {
     /// `None`: the key's `--backup-eligible` / `--backup-state`.
     pub backup_eligibility: Option<bool>,
     pub backup_state: Option<bool>,
+    /// CDP `largeBlob`: stored in the large-blob array under the credential's
+    /// largeBlobKey (a resident credential only, as Chrome's virtual authenticator).
+    pub large_blob: Option<Zeroizing<Vec<u8>>>,
 }
 
 /// Why a management request was refused; nothing changed.
@@ -53,6 +61,8 @@ pub enum ManageError {
     WrongPin,
     #[error("{0}")]
     Invalid(String),
+    #[error("largeBlob: {0}")]
+    TooLarge(#[from] TooLarge),
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -98,8 +108,31 @@ impl Authenticator {
         }
     }
 
-    /// A stored credential as the control interface shows it, with its private key.
-    fn export(&self, c: &Credential) -> StoredCredential {
+    /// The entries of the stored large-blob array (none if nothing was written).
+    fn large_blob_entries(&self) -> Vec<ciborium::Value> {
+        large_blob_entries::entries(self.store.large_blob_array())
+    }
+
+    /// The blob stored in `entries` for credential `id` of `rp_id`, if it has a
+    /// largeBlobKey.
+    fn large_blob_of(
+        &self,
+        entries: &[ciborium::Value],
+        rp_id: &str,
+        id: &[u8],
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        if entries.is_empty() {
+            return None;
+        }
+        let key = self
+            .find_credential(&crypto::sha256(rp_id.as_bytes()), id)?
+            .large_blob_key()?;
+        large_blob_entries::find(entries, &key)
+    }
+
+    /// A stored credential as the control interface shows it, with its private key
+    /// and its large blob (looked up in the parsed array `entries`).
+    fn export(&self, c: &Credential, entries: &[ciborium::Value]) -> StoredCredential {
         let key = match &c.private_key {
             Some(k) => CredentialKey::from_secret(k.algorithm, &k.secret),
             None => {
@@ -125,6 +158,7 @@ impl Authenticator {
                 .as_ref()
                 .map_or(Algorithm::Es256, CredentialKey::algorithm),
             private_key: key.and_then(|k| k.to_pkcs8_der()),
+            large_blob: self.large_blob_of(entries, &c.rp_id, &c.id),
         }
     }
 
@@ -132,10 +166,11 @@ impl Authenticator {
     /// A non-discoverable credential made over CTAP is not stored (its ID carries it);
     /// [`credential`](Self::credential) opens one when given its RP ID.
     pub fn list_credentials(&self) -> Vec<StoredCredential> {
+        let entries = self.large_blob_entries();
         self.store
             .credentials()
             .iter()
-            .map(|c| self.export(c))
+            .map(|c| self.export(c, &entries))
             .collect()
     }
 
@@ -143,7 +178,9 @@ impl Authenticator {
     /// this key issued for that RP.
     pub fn credential(&self, id: &[u8], rp_id: Option<&str>) -> Option<StoredCredential> {
         if let Some(c) = self.store.get_credential(id) {
-            return Some(self.export(&c)).filter(|e| rp_id.is_none_or(|r| r == e.info.rp_id));
+            let entries = self.large_blob_entries();
+            return Some(self.export(&c, &entries))
+                .filter(|e| rp_id.is_none_or(|r| r == e.info.rp_id));
         }
         let rp_id = rp_id?;
         let src = credential_id::open(
@@ -171,6 +208,8 @@ impl Authenticator {
             },
             algorithm: key.algorithm(),
             private_key: key.to_pkcs8_der(),
+            // Only a discoverable credential has a largeBlobKey (§12.3).
+            large_blob: None,
         })
     }
 
@@ -220,6 +259,24 @@ impl Authenticator {
         if self.store.get_credential(&c.credential_id).is_some() || own.is_some() {
             return Err(ManageError::Duplicate);
         }
+        // The new array is built (and its size checked) before anything is stored.
+        let large_blob_array = match &c.large_blob {
+            Some(_) if !c.is_resident => {
+                return invalid(
+                    "largeBlob needs a resident credential (only a discoverable credential has a largeBlobKey, CTAP 2.1 §12.3)"
+                        .into(),
+                );
+            }
+            Some(blob) => {
+                let lbk = large_blob_key::derive(&key.secret());
+                Some(large_blob_entries::put(
+                    self.store.large_blob_array(),
+                    &lbk,
+                    Some(blob),
+                )?)
+            }
+            None => None,
+        };
         let id = c.credential_id.clone();
         self.store.put_credential(Credential {
             id: id.clone(),
@@ -243,7 +300,14 @@ impl Authenticator {
             large_blob_key: c.is_resident,
             cred_blob: Vec::new(),
         })?;
-        if let Err(e) = self.store.set_counter(&id, c.sign_count) {
+        let stored_rest =
+            self.store
+                .set_counter(&id, c.sign_count)
+                .and_then(|()| match large_blob_array {
+                    Some(a) => self.store.set_large_blob_array(a),
+                    None => Ok(()),
+                });
+        if let Err(e) = stored_rest {
             let _ = self.store.delete_credential(&id);
             return Err(e.into());
         }
@@ -254,21 +318,61 @@ impl Authenticator {
         Ok(stored)
     }
 
-    /// Deletes the stored credential `id`.
+    /// The largeBlobKeys of stored credentials `creds` that have one.
+    fn large_blob_keys(&self, creds: &[Credential]) -> Vec<Zeroizing<[u8; 32]>> {
+        creds
+            .iter()
+            .filter(|c| c.large_blob_key)
+            .filter_map(|c| {
+                self.find_credential(&crypto::sha256(c.rp_id.as_bytes()), &c.id)?
+                    .large_blob_key()
+            })
+            .collect()
+    }
+
+    /// Removes the large-blob entries of deleted credentials (their keys `keys`), as
+    /// Chrome's virtual authenticator drops a credential's largeBlob with it. Done after
+    /// the deletion: if this write fails, an entry nobody can read only takes room.
+    fn drop_large_blobs(&mut self, keys: &[Zeroizing<[u8; 32]>]) {
+        let mut entries = self.large_blob_entries();
+        let before = entries.len();
+        entries.retain(|e| {
+            keys.iter()
+                .all(|k| large_blob_entries::open_entry(k, e).is_none())
+        });
+        if entries.len() == before {
+            return;
+        }
+        let array = large_blob_entries::serialize(&entries);
+        if let Err(e) = self.store.set_large_blob_array(array) {
+            tracing::warn!("the large blobs of deleted credentials stay in the array: {e}");
+        }
+    }
+
+    /// Deletes the stored credential `id` (and its large blob).
     pub fn remove_credential(&mut self, id: &[u8]) -> Result<(), ManageError> {
+        let keys = match self.store.get_credential(id) {
+            Some(c) => self.large_blob_keys(std::slice::from_ref(&c)),
+            None => Vec::new(),
+        };
         if !self.store.delete_credential(id)? {
             return Err(ManageError::NotFound);
         }
+        self.drop_large_blobs(&keys);
         self.config.events.emit(Event::CredentialDeleted {
             credential_id: id.to_vec(),
         });
         Ok(())
     }
 
-    /// Deletes every stored credential; returns how many there were.
+    /// Deletes every stored credential (and their large blobs); returns how many
+    /// there were.
     pub fn clear_credentials(&mut self) -> Result<usize, ManageError> {
-        let ids: Vec<Vec<u8>> = self.store.credentials().into_iter().map(|c| c.id).collect();
+        let creds = self.store.credentials();
+        let keys = self.large_blob_keys(&creds);
+        let ids: Vec<Vec<u8>> = creds.into_iter().map(|c| c.id).collect();
         self.store.clear_credentials()?;
+        self.drop_large_blobs(&keys);
         for id in &ids {
             self.config.events.emit(Event::CredentialDeleted {
                 credential_id: id.clone(),

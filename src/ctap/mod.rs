@@ -22,6 +22,7 @@ mod extensions;
 mod get_assertion;
 mod get_info;
 mod get_next_assertion;
+mod large_blob_entries;
 mod large_blobs;
 mod make_credential;
 mod management;

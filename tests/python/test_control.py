@@ -506,3 +506,128 @@ def test_control_demo_example_runs(vkey_factory):
     )
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert "DEMO OK" in r.stdout, r.stdout
+
+
+def pin_file(tmp_path):
+    f = tmp_path / "pin"
+    f.write_text(PIN + "\n")
+    os.chmod(f, 0o600)
+    return str(f)
+
+
+class _Pin:
+    """What Fido2Client asks of a person: the PIN."""
+
+    def prompt_up(self):
+        pass
+
+    def request_pin(self, permissions, rp_id):
+        return PIN
+
+    def request_uv(self, permissions, rp_id):
+        return True
+
+
+def _client(dev):
+    from fido2.client import DefaultClientDataCollector, Fido2Client
+    from fido2.ctap2.extensions import LargeBlobExtension
+
+    return Fido2Client(dev, DefaultClientDataCollector("https://" + RP), user_interaction=_Pin(),
+                       extensions=[LargeBlobExtension()])
+
+
+def _attested(cred_id, public_key):
+    from fido2.cose import CoseKey
+    from fido2.webauthn import Aaguid, AttestedCredentialData
+
+    return AttestedCredentialData.create(Aaguid.NONE, cred_id, CoseKey.for_alg(-7).from_cryptography_key(public_key))
+
+
+def _assert_with_large_blob(dev, cred, large_blob):
+    """A WebAuthn get through python-fido2's LargeBlobExtension (`{"read": True}` or
+    `{"write": bytes}`), verified by Fido2Server; its largeBlob client output."""
+    from fido2.server import Fido2Server
+    from fido2.webauthn import PublicKeyCredentialRpEntity
+
+    server = Fido2Server(PublicKeyCredentialRpEntity(id=RP, name="Example"))
+    options, state = server.authenticate_begin([cred], user_verification="required",
+                                               extensions={"largeBlob": large_blob})
+    response = _client(dev).get_assertion(options["publicKey"]).get_response(0)
+    server.authenticate_complete(state, [cred], response)
+    return response.client_extension_results.large_blob
+
+
+def _cli(key, *args, stdin=""):
+    from vkey_process import VKEY
+
+    r = subprocess.run([VKEY, *args], env=dict(os.environ, VKEY_CONTROL=key.control_path), input=stdin,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout
+
+
+def test_large_blob_is_shown_and_imported(vkey_factory, tmp_path):
+    """CDP Credential.largeBlob: an imported blob is read by python-fido2's
+    LargeBlobExtension and LargeBlobs over USB/IP; a blob python-fido2 writes shows in
+    GET; refused imports change nothing; export → clear → `vkey cred add` round-trips."""
+    import json
+
+    from fido2.ctap2.blob import LargeBlobs
+    from fido2.server import Fido2Server
+    from fido2.webauthn import PublicKeyCredentialRpEntity, PublicKeyCredentialUserEntity
+
+    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path))
+    c = key.control()
+    dev = key.device()
+    ctap = Ctap2(dev)
+    # Import a resident credential with a blob that spans a fragment once compressed.
+    imported_key = ec.generate_private_key(ec.SECP256R1())
+    blob = b"certificate " * 400 + os.urandom(3000)
+    cid = b"lb-imported"
+    added = c.post("credentials", import_body(imported_key, cid, largeBlob=b64(blob)))
+    assert added["largeBlob"] == b64(blob)
+    assert c.get("credentials/" + b64(cid))["largeBlob"] == b64(blob)
+    cred = _attested(cid, imported_key.public_key())
+    assert _assert_with_large_blob(dev, cred, {"read": True}).blob == blob
+    # The same through the LargeBlobs class with the largeBlobKey of a raw assertion.
+    _, a = ga(ctap, cid, extensions={"largeBlobKey": True})
+    assert LargeBlobs(ctap).get_blob(a.large_blob_key) == blob
+
+    # A credential made over USB/IP gets a blob written by python-fido2: GET shows it.
+    server = Fido2Server(PublicKeyCredentialRpEntity(id=RP, name="Example"))
+    options, state = server.register_begin(
+        PublicKeyCredentialUserEntity(id=b"lb-user", name="lb", display_name="LB"),
+        resident_key_requirement="required", user_verification="required",
+        extensions={"largeBlob": {"support": "required"}})
+    made = server.register_complete(state, _client(dev).make_credential(options["publicKey"]))
+    made_id = made.credential_data.credential_id
+    assert "largeBlob" not in c.get("credentials/" + b64(made_id)), "nothing written yet"
+    written = os.urandom(100)
+    assert _assert_with_large_blob(dev, made.credential_data, {"write": written}).written is True
+    listed = {x["credentialId"]: x for x in c.get("credentials")}
+    assert listed[b64(made_id)]["largeBlob"] == b64(written)
+    assert listed[b64(cid)]["largeBlob"] == b64(blob), "the imported blob stays"
+    assert len(LargeBlobs(ctap).read_blob_array()) == 2
+
+    # Refused imports: each says why, and nothing changes (credentials, array).
+    array = ctap.large_blobs(0, get=7000)[1]
+    other = ec.generate_private_key(ec.SECP256R1())
+    st, body = c.raw("POST", "credentials", import_body(other, b"lb-nonrk", resident=False, largeBlob=b64(b"x")))
+    assert st == 400 and "resident" in body["error"], body
+    st, body = c.raw("POST", "credentials", import_body(other, b"lb-bad", largeBlob="@@"))
+    assert st == 400 and "largeBlob" in body["error"], body
+    st, body = c.raw("POST", "credentials", import_body(other, b"lb-big", largeBlob=b64(os.urandom(17000))))
+    assert st == 413 and "maxSerializedLargeBlobArray" in body["error"], body
+    assert len(c.get("credentials")) == 2
+    assert ctap.large_blobs(0, get=7000)[1] == array
+
+    # Export (CLI) → clear → add (CLI): the blob comes back with the credential.
+    exported = json.loads(_cli(key, "cred", "export", b64(cid)))
+    assert exported["largeBlob"] == b64(blob)
+    c.delete("credentials/" + b64(cid))
+    assert len(LargeBlobs(ctap).read_blob_array()) == 1, "a deleted credential's blob goes with it"
+    assert _cli(key, "cred", "add", stdin=json.dumps(exported)).startswith("added ")
+    assert _assert_with_large_blob(dev, cred, {"read": True}).blob == blob
+    assert c.delete("credentials")["deleted"] == 2
+    assert LargeBlobs(ctap).read_blob_array() == []
+    dev.close()
