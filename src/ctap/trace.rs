@@ -511,6 +511,59 @@ mod tests {
     }
 
     #[test]
+    fn extension_secrets_and_large_blobs_are_redacted() {
+        // makeCredential: credBlob and hmac-secret-mc salts in, largeBlobKey out.
+        let salts = MapBuilder::new()
+            .int(1, MapBuilder::new().int(1, 2).build())
+            .int(2, Value::Bytes(vec![0x51; 80]))
+            .int(3, Value::Bytes(vec![0x52; 32]))
+            .int(4, 2)
+            .build();
+        let ext = MapBuilder::new()
+            .text("hmac-secret", true)
+            .text("hmac-secret-mc", salts)
+            .text("credBlob", Value::Bytes(vec![0x53; 32]))
+            .text("largeBlobKey", true)
+            .build();
+        let mut msg = vec![0x01];
+        msg.extend(cbor::encode(&MapBuilder::new().int(6, ext).build()));
+        let p = request(&msg).params.unwrap();
+        let ext = find(&p, "extensions");
+        let mc = find(ext, "hmac-secret-mc");
+        assert_eq!(find(mc, "saltEnc"), &TraceValue::Redacted { len: 80 });
+        assert_eq!(find(mc, "saltAuth"), &TraceValue::Redacted { len: 32 });
+        assert!(matches!(find(mc, "keyAgreement"), TraceValue::Map(_)));
+        assert_eq!(find(ext, "credBlob"), &TraceValue::Redacted { len: 32 });
+        assert_eq!(find(ext, "largeBlobKey"), &TraceValue::Bool(true));
+        for (command, key) in [(0x01, 5), (0x02, 7), (0x08, 7), (0x0a, 11), (0x41, 11)] {
+            let mut msg = vec![0x00];
+            let body = MapBuilder::new().int(key, Value::Bytes(vec![0x54; 32]));
+            msg.extend(cbor::encode(&body.build()));
+            let b = response(command, &msg).body.unwrap();
+            assert_eq!(
+                find(&b, "largeBlobKey"),
+                &TraceValue::Redacted { len: 32 },
+                "{command:#x}"
+            );
+        }
+        // largeBlobs: the fragment written and the fragment read.
+        let mut msg = vec![0x0c];
+        let set = MapBuilder::new()
+            .int(2, Value::Bytes(vec![0x55; 40]))
+            .int(3, 0)
+            .int(4, 40);
+        msg.extend(cbor::encode(&set.build()));
+        let p = request(&msg).params.unwrap();
+        assert_eq!(find(&p, "set"), &TraceValue::Redacted { len: 40 });
+        assert_eq!(find(&p, "length"), &TraceValue::Integer(40));
+        let mut msg = vec![0x00];
+        let config = MapBuilder::new().int(1, Value::Bytes(vec![0x56; 17]));
+        msg.extend(cbor::encode(&config.build()));
+        let b = response(0x0c, &msg).body.unwrap();
+        assert_eq!(find(&b, "config"), &TraceValue::Redacted { len: 17 });
+    }
+
+    #[test]
     fn garbage_is_described_not_decoded() {
         let t = request(&[0x01, 0xff, 0x00]);
         assert_eq!(t.command_name, "makeCredential");

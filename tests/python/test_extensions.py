@@ -399,3 +399,121 @@ def test_enumerated_credentials_carry_their_large_blob_key(pin_key):
     creds = CredentialManagement(ctap, pin.protocol, token).enumerate_creds(sha256(b"example.com"))
     assert creds[0][CredentialManagement.RESULT.LARGE_BLOB_KEY] == att.large_blob_key
     dev.close()
+
+
+def _encodings(secret):
+    """How a secret could show in JSON: hex, and base64url / base64 at each of the three
+    alignments it could have inside a longer byte string (the last, partial character
+    dropped)."""
+    import base64
+
+    forms = {secret.hex()}
+    for i in range(3):
+        part = secret[i:]
+        for enc in (base64.urlsafe_b64encode, base64.b64encode):
+            text = enc(part).decode().rstrip("=")
+            forms.add(text[:-1] if len(part) % 3 else text)
+    return forms
+
+
+@PROTOCOLS
+def test_trace_and_events_redact_extension_secrets(vkey_factory, tmp_path, proto):
+    """The decoded trace (--trace FILE) and the event stream show hmac-secret salts,
+    saltEnc, saltAuth and outputs, credBlob, largeBlobKey and large-blob array bytes only
+    as `<redacted: N bytes>`, for makeCredential (hmac-secret-mc, credBlob,
+    largeBlobKey), getAssertion, credentialManagement and largeBlobs get/set."""
+    import json
+
+    from fido2.ctap2.credman import CredentialManagement
+
+    from control_client import EventStream
+
+    trace = tmp_path / "trace.jsonl"
+    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path), "--trace", str(trace))
+    events = EventStream(key.control())
+    assert events.ready.wait(10)
+    dev = key.device()
+    ctap = Ctap2(dev)
+    pin = ClientPin(ctap, proto())
+    secrets = []
+    token = pin.get_pin_token(PIN, P.MAKE_CREDENTIAL | P.GET_ASSERTION, "example.com")
+    secrets.append(token)
+    cred_blob = os.urandom(32)
+    salts = os.urandom(64)
+    mc_salts, mc_protocol, mc_shared = hmac_input(ctap, proto, salts=salts)
+    cdh = os.urandom(32)
+    att = ctap.make_credential(
+        cdh, {"id": "example.com"}, {"id": b"trace-user", "name": "t"}, PARAMS, options={"rk": True},
+        extensions={"hmac-secret": True, "hmac-secret-mc": mc_salts, "credBlob": cred_blob, "largeBlobKey": True},
+        pin_uv_param=pin.protocol.authenticate(token, cdh), pin_uv_protocol=pin.protocol.VERSION)
+    ext = att.auth_data.extensions
+    assert ext["credBlob"] is True and ext["hmac-secret"] is True
+    mc_output = ext["hmac-secret-mc"]
+    secrets += [salts, mc_salts[2], mc_salts[3], mc_output, mc_protocol.decrypt(mc_shared, mc_output),
+                cred_blob, att.large_blob_key]
+    cred_id = att.auth_data.credential_data.credential_id
+    ga_salts, ga_protocol, ga_shared = hmac_input(ctap, proto, salts=salts[:32])
+    a = ctap.get_assertion("example.com", os.urandom(32), [{"type": "public-key", "id": cred_id}],
+                           extensions={"hmac-secret": ga_salts, "credBlob": True, "largeBlobKey": True})
+    assert a.auth_data.extensions["credBlob"] == cred_blob and a.large_blob_key == att.large_blob_key
+    ga_output = a.auth_data.extensions["hmac-secret"]
+    secrets += [ga_salts[2], ga_salts[3], ga_output, ga_protocol.decrypt(ga_shared, ga_output)]
+    cm_token = pin.get_pin_token(PIN, P.CREDENTIAL_MGMT)
+    secrets.append(cm_token)
+    listed = CredentialManagement(ctap, pin.protocol, cm_token).enumerate_creds(sha256(b"example.com"))
+    assert listed[0][CredentialManagement.RESULT.LARGE_BLOB_KEY] == att.large_blob_key
+    protocol, lbw = lbw_token(ctap, proto)
+    secrets.append(lbw)
+    blob = os.urandom(200)
+    blobs = LargeBlobs(ctap, protocol, lbw)
+    blobs.put_blob(att.large_blob_key, blob)
+    assert blobs.get_blob(att.large_blob_key) == blob
+    array = ctap.large_blobs(0, get=1000)[1]
+    secrets += [blob, array]
+    dev.close()
+    assert events.wait_for("detached")
+    deadline = __import__("time").monotonic() + 10
+    while "largeBlobs" not in trace.read_text() and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.05)
+    events.close()
+    trace_text = trace.read_text()
+    for name, text in (("trace file", trace_text), ("event stream", events.text)):
+        for s in secrets:
+            assert len(s) >= 16
+            for form in _encodings(s):
+                assert form not in text, f"{name}: a secret of {len(s)} bytes shows as {form[:16]}…"
+    # Each secret member shows as its redaction marker with its length.
+    lines = [json.loads(l) for l in trace_text.splitlines()]
+
+    def member(kind, command, *path):
+        found = []
+        for l in lines:
+            if l["type"] == kind and l["command"] == command:
+                v = l["params" if kind == "ctapRequest" else "response"]
+                for p in path:
+                    v = v.get(p) if isinstance(v, dict) else None
+                if v is not None:
+                    found.append(v)
+        assert found, (kind, command, path)
+        return found
+
+    iv = 16 if proto is PinProtocolV2 else 0
+    tag = 32 if proto is PinProtocolV2 else 16
+    mc_ext = member("ctapRequest", "makeCredential", "extensions")[0]
+    assert mc_ext["hmac-secret-mc"]["saltEnc"] == f"<redacted: {iv + 64} bytes>"
+    assert mc_ext["hmac-secret-mc"]["saltAuth"] == f"<redacted: {tag} bytes>"
+    assert isinstance(mc_ext["hmac-secret-mc"]["keyAgreement"], dict), "public: shown"
+    assert mc_ext["credBlob"] == "<redacted: 32 bytes>"
+    assert mc_ext["largeBlobKey"] is True
+    mc_out = member("ctapResponse", "makeCredential", "authData", "extensions")[0]
+    assert mc_out["hmac-secret-mc"] == f"<redacted: {iv + 64} bytes>" and mc_out["credBlob"] is True
+    assert member("ctapResponse", "makeCredential", "largeBlobKey") == ["<redacted: 32 bytes>"]
+    ga_ext = member("ctapRequest", "getAssertion", "extensions")[0]
+    assert ga_ext["hmac-secret"]["saltEnc"] == f"<redacted: {iv + 32} bytes>"
+    ga_out = member("ctapResponse", "getAssertion", "authData", "extensions")[0]
+    assert ga_out == {"hmac-secret": f"<redacted: {iv + 32} bytes>", "credBlob": "<redacted: 32 bytes>"}
+    assert member("ctapResponse", "getAssertion", "largeBlobKey") == ["<redacted: 32 bytes>"]
+    assert "<redacted: 32 bytes>" in member("ctapResponse", "credentialManagement", "largeBlobKey")
+    sets = member("ctapRequest", "largeBlobs", "set")
+    assert sets and all(s.startswith("<redacted: ") for s in sets)
+    assert f"<redacted: {len(array)} bytes>" in member("ctapResponse", "largeBlobs", "config")
