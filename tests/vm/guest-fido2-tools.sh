@@ -3,16 +3,16 @@
 # guest), in one boot, on a key started without a PIN (--ephemeral --presence auto):
 #   fido2-token -L/-I/-S/-C/-I -c/-L -r/-L -k/-I -k -i/-S -c/-D -i/-S -u/-D -u/-S -l/
 #               -S -m/-S -f/-S -a/-R (after a detach/attach: the reset window)
-#   fido2-cred -M [-r] [-v] [-c N] [-h] [-b], each output checked with fido2-cred -V
-#   fido2-assert -G [-r] [-v] [-p] [-t up=…] [-t pin=…] [-h] [-b], each checked with -V
-# Options that need what the key does not advertise (hmac-secret, largeBlobKey,
-# largeBlobs, U2F) are skipped with a SKIP line, and run once getInfo lists them.
+#   fido2-token -S/-G/-L/-D -b (large blobs)
+#   fido2-cred -M [-r] [-v] [-c N] [-h] [-b] [-u], each output checked with fido2-cred -V
+#   fido2-assert -G [-r] [-v] [-p] [-t up=…] [-t pin=…] [-h] [-b] [-u], each checked with -V
+# getInfo must advertise hmac-secret, largeBlobKey, largeBlobs and U2F_V2: each of their
+# checks runs (nothing is skipped).
 # The guest has no terminal: the tools read PINs from standard input, one per line.
 PIN=4321abcd PIN2=8765dcba
-checks=0 skips=0
+checks=0
 fail() { echo "FAIL: $*"; exit 1; }
 ok() { checks=$((checks + 1)); echo "ok $checks - $*"; }
-skip() { skips=$((skips + 1)); echo "SKIP - $*"; }
 b64() { head -c "$1" /dev/urandom | base64 | tr -d '\n'; echo; }
 dev() { set -- /dev/hidraw*; echo "$1"; }
 cd /tmp
@@ -26,8 +26,12 @@ cat info.txt
 grep -q "noclientPin" info.txt || fail "-I: a fresh key must have no PIN"
 grep -q "pin retries: undefined" info.txt || fail "-I: getPINRetries without a PIN must fail (PIN_NOT_SET)"
 ok "fido2-token -I: no PIN, pin retries undefined"
-ext() { grep "^extension strings:" info.txt | grep -qw "$1"; }
+ext() { grep "^extension strings:" info.txt | grep -qw -- "$1"; }
 opt() { grep "^options:" info.txt | tr -d ',' | grep -qw "$1"; }
+for e in hmac-secret largeBlobKey; do ext "$e" || fail "-I: $e not among the extension strings"; done
+opt largeBlobs || fail "-I: no largeBlobs option"
+grep -q "U2F_V2" info.txt || fail "-I: no U2F_V2 among the versions"
+ok "fido2-token -I lists hmac-secret, largeBlobKey, the largeBlobs option and U2F_V2"
 
 # makeCredential / getAssertion without PIN: -c (credProtect), -p, -t up=false
 mkcred() {  # mkcred NAME RP USER → NAME.in
@@ -66,9 +70,8 @@ printf '%s\n%s\n%s\n' "$PIN2" "$PIN" "$PIN" | fido2-token -C "$FIDO_DEV" || fail
 if echo "$PIN2" | fido2-token -I -c "$FIDO_DEV" > /dev/null 2>&1; then fail "old PIN still works"; fi
 ok "fido2-token -C changes the PIN (the old one is refused)"
 
-echo "## resident credentials with UV (PIN), hmac-secret and largeBlobKey when advertised"
-ext hmac-secret && H=-h || { H=; skip "fido2-cred/-assert -h: no hmac-secret in getInfo"; }
-ext largeBlobKey && B=-b || { B=; skip "fido2-cred/-assert -b: no largeBlobKey in getInfo"; }
+echo "## resident credentials with UV (PIN), hmac-secret (-h) and largeBlobKey (-b)"
+H=-h B=-b
 n=0
 for type in es256 eddsa; do
     n=$((n + 1))
@@ -80,24 +83,30 @@ for type in es256 eddsa; do
     fido2-cred -V -v $H -i r-$type.att -o r-$type.ver $type || fail "fido2-cred -V -v $H $type"
     tail -n +2 r-$type.ver > r-$type.pem
     head -n 1 r-$type.ver > r-$type.id
-    ok "fido2-cred -M -r -v${H:+ $H}${B:+ $B} $type, verified (UV signed${H:+, hmac-secret})"
+    [ "$(sed -n 8p r-$type.out | base64 -d | wc -c)" -eq 32 ] || fail "-b: no 32-byte largeBlobKey ($type)"
+    ok "fido2-cred -M -r -v $H $B $type, verified (UV signed, hmac-secret), a 32-byte largeBlobKey"
 done
 # Discoverable: both credentials, newest first; each assertion verified with its key.
-{ b64 32; echo rk.example; [ -n "$H" ] && b64 32; } > ga-r.in
+{ b64 32; echo rk.example; b64 32; } > ga-r.in
 echo "$PIN" | fido2-assert -G -r -v -p $H $B -i ga-r.in -o ga-r.out "$FIDO_DEV" || fail "fido2-assert -G -r -v"
-per=5; [ -n "$H" ] && per=$((per + 1)); [ -n "$B" ] && per=$((per + 1))
+# Per assertion: client data hash, RP ID, authData, signature, user ID, hmac-secret,
+# largeBlobKey.
+per=7
 [ "$(wc -l < ga-r.out)" -eq $((2 * per)) ] || { cat ga-r.out; fail "expected 2 assertions of $per lines"; }
 head -n 4 ga-r.out > ga-r1.out
 sed -n "$((per + 1)),$((per + 4))p" ga-r.out > ga-r2.out
 fido2-assert -V -v -p $H -i ga-r1.out r-eddsa.pem eddsa || fail "first discoverable assertion (eddsa)"
 fido2-assert -V -v -p $H -i ga-r2.out r-es256.pem es256 || fail "second discoverable assertion (es256)"
-ok "fido2-assert -G -r -v -p${H:+ $H}${B:+ $B}: 2 assertions, newest first, each verified (UV, UP signed)"
-if [ -n "$H" ]; then
-    # The same salt gives the same secret with UV (hmac-secret's CredRandom with UV).
-    echo "$PIN" | fido2-assert -G -r -v -p $H -i ga-r.in -o ga-r-again.out "$FIDO_DEV" || fail "hmac-secret again"
-    [ "$(sed -n 6p ga-r.out)" = "$(sed -n 6p ga-r-again.out)" ] || fail "hmac-secret not deterministic"
-    ok "fido2-assert -h: the same salt gives the same hmac-secret output"
-fi
+ok "fido2-assert -G -r -v -p $H $B: 2 assertions, newest first, each verified (UV, UP signed)"
+[ "$(sed -n 7p ga-r.out)" = "$(sed -n 8p r-eddsa.out)" ] || fail "-b: eddsa largeBlobKey differs from fido2-cred's"
+[ "$(sed -n $((per + 7))p ga-r.out)" = "$(sed -n 8p r-es256.out)" ] || fail "-b: es256 largeBlobKey differs"
+ok "fido2-assert -b: each credential's largeBlobKey, the same as fido2-cred -b gave"
+# The same salt gives the same secret with UV (hmac-secret's CredRandom with UV).
+[ "$(sed -n 6p ga-r.out | base64 -d | wc -c)" -eq 32 ] || fail "-h: no 32-byte hmac-secret output"
+echo "$PIN" | fido2-assert -G -r -v -p $H -i ga-r.in -o ga-r-again.out "$FIDO_DEV" || fail "hmac-secret again"
+[ "$(sed -n 6p ga-r.out)" = "$(sed -n 6p ga-r-again.out)" ] || fail "hmac-secret not deterministic"
+[ "$(sed -n 6p ga-r.out)" != "$(sed -n $((per + 6))p ga-r.out)" ] || fail "hmac-secret: the same for two credentials"
+ok "fido2-assert -h: a 32-byte output, the same for the same salt, another for the other credential"
 mkassert ga-pin rk.example "$(cat r-es256.id)"
 echo "$PIN" | fido2-assert -G -t pin=true -i ga-pin.in -o ga-pin.out "$FIDO_DEV" || fail "fido2-assert -t pin=true"
 fido2-assert -V -v -i ga-pin.out r-es256.pem es256 || fail "fido2-assert -t pin=true: no UV"
@@ -130,18 +139,21 @@ echo "$PIN" | fido2-token -L -k rk.example "$FIDO_DEV" > creds3.txt
 ok "fido2-token -D -i deletes one credential"
 
 echo "## large blobs"
-if opt largeBlobs; then
-    b64 32 > lb.key; echo "large blob of vkey" > lb.in
-    echo "$PIN" | fido2-token -S -b -k lb.key lb.in "$FIDO_DEV" || fail "-S -b -k"
-    echo "$PIN" | fido2-token -G -b -k lb.key lb.out "$FIDO_DEV" || fail "-G -b -k"
-    cmp lb.in lb.out || fail "-G -b: other bytes"
-    echo "$PIN" | fido2-token -L -b "$FIDO_DEV" || fail "-L -b"
-    echo "$PIN" | fido2-token -D -b -k lb.key "$FIDO_DEV" || fail "-D -b -k"
-    if echo "$PIN" | fido2-token -G -b -k lb.key lb.out2 "$FIDO_DEV" 2>/dev/null; then fail "blob not deleted"; fi
-    ok "fido2-token -S/-G/-L/-D -b: a large blob written, read back, listed, deleted"
-else
-    skip "fido2-token -S/-G/-L/-D -b: no largeBlobs option in getInfo"
-fi
+b64 32 > lb.key; echo "large blob of vkey" > lb.in
+echo "$PIN" | fido2-token -S -b -k lb.key lb.in "$FIDO_DEV" || fail "-S -b -k"
+echo "$PIN" | fido2-token -G -b -k lb.key lb.out "$FIDO_DEV" || fail "-G -b -k"
+cmp lb.in lb.out || fail "-G -b: other bytes"
+echo "$PIN" | fido2-token -L -b "$FIDO_DEV" || fail "-L -b"
+echo "$PIN" | fido2-token -D -b -k lb.key "$FIDO_DEV" || fail "-D -b -k"
+if echo "$PIN" | fido2-token -G -b -k lb.key lb.out2 "$FIDO_DEV" 2>/dev/null; then fail "blob not deleted"; fi
+ok "fido2-token -S/-G/-L/-D -b: a large blob written, read back, listed, deleted"
+# By credential: the blob is sealed with the es256 credential's largeBlobKey.
+echo "blob of the es256 credential" > lbc.in
+echo "$PIN" | fido2-token -S -b -n rk.example -i "$(cat r-es256.id)" lbc.in "$FIDO_DEV" || fail "-S -b -n -i"
+sed -n 8p r-es256.out > lbc.key  # base64, as -k reads it
+echo "$PIN" | fido2-token -G -b -k lbc.key lbc.out "$FIDO_DEV" || fail "-G -b -k with the credential's key"
+cmp lbc.in lbc.out || fail "-G -b: other bytes by credential"
+ok "fido2-token -S -b -n -i: the blob opens with the largeBlobKey fido2-cred -b gave"
 
 echo "## alwaysUv: -S -u / -D -u"
 echo "$PIN" | fido2-token -S -u "$FIDO_DEV" || fail "fido2-token -S -u"
@@ -178,15 +190,17 @@ ok "fido2-token -S -f: forcePINChange until -C, then the new PIN works"
 if echo "$PIN2" | fido2-token -S -a "$FIDO_DEV" 2> ep.err; then fail "-S -a: enterprise attestation enabled"; fi
 ok "fido2-token -S -a (enterprise attestation) refused: vkey has no ep ($(tr '\n' ' ' < ep.err))"
 
-echo "## U2F"
-if grep -q "U2F_V2" info.txt; then
-    mkcred u2f u2f.example u2f
-    fido2-cred -M -u -q -i u2f.in -o u2f.out "$FIDO_DEV" es256 || fail "fido2-cred -M -u"
-    fido2-cred -V -i u2f.out -o u2f.ver es256 || fail "fido2-cred -V (fido-u2f)"
-    ok "fido2-cred -M -u: a U2F registration, verified"
-else
-    skip "fido2-cred/-assert -u: no U2F_V2 in getInfo versions"
-fi
+echo "## U2F: -u"
+mkcred u2f u2f.example u2f
+fido2-cred -M -u -q -i u2f.in -o u2f.out "$FIDO_DEV" es256 || fail "fido2-cred -M -u"
+fido2-cred -V -i u2f.out -o u2f.ver es256 || fail "fido2-cred -V (fido-u2f)"
+grep -qx "fido-u2f" u2f.out || fail "fido2-cred -M -u: format is not fido-u2f"
+ok "fido2-cred -M -u: a U2F registration (fido-u2f), verified"
+tail -n +2 u2f.ver > u2f.pem
+mkassert ua u2f.example "$(head -n 1 u2f.ver)"
+fido2-assert -G -u -i ua.in -o ua.out "$FIDO_DEV" || fail "fido2-assert -G -u"
+fido2-assert -V -p -i ua.out u2f.pem es256 || fail "fido2-assert -V (U2F authentication)"
+ok "fido2-assert -G -u: a U2F authentication, verified with the registration's key (UP signed)"
 
 echo "## reset: detach, attach (a power-up), fido2-token -R within 10 s"
 usbip detach -p 0 >/dev/null 2>&1 || fail "usbip detach"
@@ -201,4 +215,4 @@ grep -q "minpinlen: 4" info.txt || fail "minPINLength not back to 4 after reset"
 if fido2-assert -G -i a-es256.in -o /dev/null "$D" 2>/dev/null; then fail "a credential survived reset"; fi
 ok "fido2-token -R after a re-attach: PIN, minPINLength and credentials gone"
 
-echo "FIDO2_TOOLS_OK $checks checks, $skips skipped"
+echo "FIDO2_TOOLS_OK $checks checks"

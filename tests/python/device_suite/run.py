@@ -165,17 +165,6 @@ def serve_controller(bus):
     return server
 
 
-# Tests that fail on vkey only because a feature they use is not there yet, with the
-# getInfo option whose arrival makes them run for real (they then must pass). Marked
-# xfail(strict): a pass while the feature is still missing fails the run too.
-NEEDS_FEATURE = {
-    # The token is asked with the lbw permission, which CTAP 2.1 §6.5.5.7 refuses with
-    # UNAUTHORIZED_PERMISSION on a key without largeBlobs; the test wants the token and
-    # then PIN_AUTH_INVALID from credentialManagement.
-    "test_credman.py::test_missing_permissions": "largeBlobs",
-}
-
-
 class VkeyPlugin:
     def __init__(self, info):
         self.info = info
@@ -183,16 +172,6 @@ class VkeyPlugin:
     def pytest_report_header(self):
         return [f"vkey getInfo: versions {self.info.versions}, extensions "
                 f"{self.info.extensions}, options {dict(self.info.options)}"]
-
-    def pytest_collection_modifyitems(self, items):
-        import pytest
-
-        for item in items:
-            for test, option in NEEDS_FEATURE.items():
-                if test in item.nodeid and not self.info.options.get(option):
-                    item.add_marker(pytest.mark.xfail(
-                        reason=f"needs the {option} option, which vkey does not have yet",
-                        strict=True))
 
 
 def key_info(bus):
