@@ -157,7 +157,7 @@ fn key_json(k: &Key) -> Value {
         .map(|s| {
             s.options
                 .iter()
-                .map(|(n, b)| (n.clone(), Value::Bool(*b)))
+                .map(|(n, b)| (n.to_string(), Value::Bool(*b)))
                 .collect()
         })
         .unwrap_or_default();

@@ -57,7 +57,12 @@ fn encode_raw(v: &Value) -> Vec<u8> {
 
 /// Canonical CTAP2 encoding of `v`: maps sorted recursively, length first then bytewise.
 pub fn encode(v: &Value) -> Vec<u8> {
-    encode_raw(&canonicalize(v.clone()))
+    encode_owned(v.clone())
+}
+
+/// [`encode`] of a value the caller no longer needs (saves a deep copy).
+pub fn encode_owned(v: Value) -> Vec<u8> {
+    encode_raw(&canonicalize(v))
 }
 
 fn canonicalize(v: Value) -> Value {

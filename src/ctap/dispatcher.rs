@@ -4,6 +4,7 @@
 use ciborium::Value;
 
 use super::authenticator_config::{ConfigRequest, authenticator_config};
+use super::cbor;
 use super::client_pin::{ClientPinRequest, client_pin};
 use super::credential_management::{CredentialManagementRequest, credential_management};
 use super::get_assertion::{GetAssertionRequest, get_assertion};
@@ -28,16 +29,18 @@ impl Response for () {
     }
 }
 
-fn respond(r: CtapResult<impl Response>) -> CtapResult<Option<Value>> {
-    r.map(Response::encode)
+/// The response's canonical CBOR; empty for a bare status.
+fn respond(r: CtapResult<impl Response>) -> CtapResult<Vec<u8>> {
+    r.map(|resp| resp.encode().map(cbor::encode_owned).unwrap_or_default())
 }
 
-/// Runs the command in `request`. `Ok(None)` is success with no response data.
+/// Runs the command in `request`: its response data (canonical CBOR), empty for a bare
+/// status.
 pub(super) fn dispatch(
     auth: &mut Authenticator,
     request: &[u8],
     ctx: &RequestContext,
-) -> CtapResult<Option<Value>> {
+) -> CtapResult<Vec<u8>> {
     let Some((&cmd, params)) = request.split_first() else {
         // A CTAPHID_CBOR message must at least hold the command byte.
         return Err(StatusCode::InvalidLength);
@@ -72,7 +75,8 @@ pub(super) fn dispatch(
             GetAssertionRequest::parse(params)?,
             ctx,
         )),
-        GI => respond(get_info(auth, params)),
+        // Already encoded (kept between requests).
+        GI => get_info(auth, params),
         PIN => respond(client_pin(auth, ClientPinRequest::parse(params)?, ctx)),
         RESET => respond(reset(auth, params, ctx)),
         GNA => respond(get_next_assertion(auth, params, stateful)),

@@ -4,14 +4,12 @@
 //! of how the requests arrive; it runs on the thread that owns the authenticator, so
 //! it is serialised with CTAP requests.
 
-use ciborium::Value;
 use zeroize::Zeroizing;
 
 use super::credential_id;
-use super::dispatcher::Response;
 use super::events::{CredentialInfo, Event};
 use super::extensions::large_blob_key;
-use super::get_info::get_info;
+use super::get_info::GetInfoResponse;
 use super::large_blob_entries::{self, TooLarge};
 use super::params::MAX_USER_ID_LEN;
 use super::runtime::RuntimeState;
@@ -72,7 +70,7 @@ pub enum ManageError {
 pub struct KeyStatus {
     pub aaguid: [u8; 16],
     /// getInfo's options, by name.
-    pub options: Vec<(String, bool)>,
+    pub options: Vec<(&'static str, bool)>,
     pub pin_set: bool,
     pub pin_retries: u8,
     /// With built-in UV only.
@@ -84,19 +82,7 @@ pub struct KeyStatus {
 impl Authenticator {
     /// The key's state, with getInfo's options as a client sees them.
     pub fn status(&self) -> KeyStatus {
-        let mut options = Vec::new();
-        if let Ok(info) = get_info(self, &[])
-            && let Some(Value::Map(entries)) = info.encode()
-            && let Some((_, Value::Map(opts))) = entries
-                .into_iter()
-                .find(|(k, _)| k.as_integer() == Some(0x04.into()))
-        {
-            for (k, v) in opts {
-                if let (Value::Text(name), Value::Bool(b)) = (k, v) {
-                    options.push((name, b));
-                }
-            }
-        }
+        let options = GetInfoResponse::of(self).options();
         let pin = self.store.pin_status();
         KeyStatus {
             aaguid: AAGUID,

@@ -182,6 +182,8 @@ pub struct Authenticator {
     attestation: Option<Attestation>,
     /// What a power cycle clears.
     state: RuntimeState,
+    /// getInfo, encoded.
+    info_cache: get_info::InfoCache,
 }
 
 impl Authenticator {
@@ -209,6 +211,7 @@ impl Authenticator {
             config,
             attestation: Some(attestation),
             state,
+            info_cache: Default::default(),
         })
     }
 
@@ -257,12 +260,12 @@ impl Authenticator {
     /// status byte followed by the CBOR response (§8).
     pub fn process(&mut self, request: &[u8], ctx: &RequestContext) -> Vec<u8> {
         match dispatcher::dispatch(self, request, ctx) {
-            Ok(Some(v)) => {
-                let mut out = vec![0x00];
-                out.extend_from_slice(&cbor::encode(&v));
+            Ok(data) => {
+                let mut out = Vec::with_capacity(1 + data.len());
+                out.push(0x00);
+                out.extend_from_slice(&data);
                 out
             }
-            Ok(None) => vec![0x00],
             Err(status) => vec![status.byte()],
         }
     }
