@@ -3,13 +3,16 @@
 four set-ups, driven by `vkey bench` (alternating between them, so that the machine's
 load falls on all alike), repeated; the median of each figure over the repeats.
 
-    benches/latency-matrix.py [--repeat 5] [--store-100k DIR] [--json FILE] [--vkey BIN]
+    benches/latency-matrix.py [--repeat 5] [--store-100k DIR] [--json FILE]
+                              [--vkey [LABEL=]BIN ...] [--setup NAME ...] [--op OP=N ...]
 
 Set-ups: `ephemeral` (packed attestation, in memory), `att-none` (--attestation none,
 in memory), `store-0` (a new persistent store: every acknowledged change fsynced) and,
 with --store-100k, `store-100k` (a copy of DIR, a store holding 100 000 credentials,
 e.g. target/bench-stores/n100000 that `cargo bench --bench store` makes). Per report
-pair = ping-7609 p50 / 129 (129 reports each way).
+pair = ping-7609 p50 / 129 (129 reports each way). With several --vkey binaries (e.g.
+before=/tmp/vkey-before after=target/release/vkey) every set-up runs for each, all in
+the same alternating run: a before/after comparison under the same machine load.
 """
 import argparse
 import json
@@ -41,9 +44,15 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--store-100k")
     ap.add_argument("--json")
-    ap.add_argument("--vkey", default=os.path.join(ROOT, "target/release/vkey"))
+    ap.add_argument("--vkey", action="append", help="[LABEL=]BIN (repeatable)")
+    ap.add_argument("--setup", action="append", help="only these set-ups")
     ap.add_argument("--op", action="append", help="override the op list")
     a = ap.parse_args()
+    vkeys = []
+    for v in a.vkey or [os.path.join(ROOT, "target/release/vkey")]:
+        label, _, path = v.rpartition("=")
+        vkeys.append((label, path))
+    bench_bin = vkeys[-1][1]
     tmp = tempfile.mkdtemp(prefix="vkey-matrix-")
     setups = [("ephemeral", ["--ephemeral"]),
               ("att-none", ["--ephemeral", "--attestation", "none"]),
@@ -52,15 +61,25 @@ def main():
         copy = os.path.join(tmp, "store-100k")
         shutil.copytree(a.store_100k, copy)
         setups.append(("store-100k", ["--store", copy, "--max-credentials", "200000"]))
+    if a.setup:
+        setups = [s for s in setups if s[0] in a.setup]
     procs, targets = [], []
     try:
         for name, args in setups:
-            p, addr = start(a.vkey, args, tmp, name)
-            procs.append(p)
-            targets += ["--target", f"{name}={addr}/1-1"]
+            for label, path in vkeys:
+                full = f"{label}/{name}" if label else name
+                if name == "store-100k" and label:
+                    copy = os.path.join(tmp, f"store-100k-{label}")
+                    shutil.copytree(a.store_100k, copy)
+                    args = ["--store", copy, "--max-credentials", "200000"]
+                elif name == "store-0" and label:
+                    args = ["--store", os.path.join(tmp, f"store-0-{label}")]
+                p, addr = start(path, args, tmp, full.replace("/", "-"))
+                procs.append(p)
+                targets += ["--target", f"{full}={addr}/1-1"]
         runs = []
         for i in range(a.repeat):
-            cmd = [a.vkey, "bench", *targets, "--warmup", "20", "--json"]
+            cmd = [bench_bin, "bench", *targets, "--warmup", "20", "--json"]
             for op in a.op or OPS:
                 cmd += ["--op", op]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

@@ -98,7 +98,7 @@ fn b64(b: &[u8]) -> String {
 }
 
 fn credential_json(id: &[u8]) -> String {
-    let key = vkey::crypto::CredentialKey::generate(vkey::crypto::Algorithm::Es256);
+    let key = vkey::crypto::CredentialKey::generate(vkey::crypto::Algorithm::Es256).unwrap();
     let der = key.to_pkcs8_der().unwrap();
     format!(
         r#"{{"credentialId":"{}","isResidentCredential":true,"rpId":"example.com","privateKey":"{}","userHandle":"{}","userName":"cli-user","signCount":5}}"#,

@@ -10,6 +10,8 @@ use rcgen::{
 };
 use zeroize::Zeroizing;
 
+use super::es256::Es256Key;
+
 /// id-fido-gen-ce-aaguid: the AAGUID extension of an attestation certificate.
 const OID_FIDO_AAGUID: &[u64] = &[1, 3, 6, 1, 4, 1, 45724, 1, 1, 4];
 /// id-fido-u2f-ce-transports: bit string of transports; bit 2 = USB.
@@ -51,6 +53,8 @@ impl rcgen::SigningKey for P256Signer {
 /// What a key attests with: the batch key and certificate, and the CA that issued it.
 pub struct Attestation {
     pub batch_key: SigningKey,
+    /// The batch key again, for the attestation signatures ([`Es256Key`] is ~5× faster).
+    signer: Es256Key,
     pub batch_cert_der: Vec<u8>,
     pub ca_cert_der: Vec<u8>,
 }
@@ -112,11 +116,8 @@ impl Attestation {
         let issuer = Issuer::from_params(&ca, &ca_key);
         let batch_signer = P256Signer::new(batch_key.clone());
         let leaf_cert = leaf.signed_by(&batch_signer, &issuer).map_err(err)?;
-        Ok(Attestation {
-            batch_key,
-            batch_cert_der: leaf_cert.der().to_vec(),
-            ca_cert_der: ca_cert.der().to_vec(),
-        })
+        Attestation::new(batch_key, leaf_cert.der().to_vec(), ca_cert.der().to_vec())
+            .ok_or_else(|| AttestationError("the batch key does not load in AWS-LC".into()))
     }
 
     /// The batch key as PKCS#8 DER, for the store.
@@ -133,18 +134,23 @@ impl Attestation {
         ca_cert_der: Vec<u8>,
     ) -> Option<Attestation> {
         let batch_key = SigningKey::from_pkcs8_der(batch_key_pkcs8).ok()?;
+        Attestation::new(batch_key, batch_cert_der, ca_cert_der)
+    }
+
+    fn new(batch_key: SigningKey, batch_cert_der: Vec<u8>, ca_cert_der: Vec<u8>) -> Option<Self> {
+        let secret: Zeroizing<[u8; 32]> = Zeroizing::new(batch_key.to_bytes().into());
         Some(Attestation {
+            signer: Es256Key::from_secret(&secret)?,
             batch_key,
             batch_cert_der,
             ca_cert_der,
         })
     }
 
-    /// Signs with the batch key (ES256, DER signature).
-    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
-        let sig: p256::ecdsa::DerSignature =
-            p256::ecdsa::signature::Signer::sign(&self.batch_key, msg);
-        sig.as_bytes().to_vec()
+    /// Signs with the batch key (ES256, DER signature); `None` only if the crypto
+    /// library fails inside.
+    pub fn sign(&self, msg: &[u8]) -> Option<Vec<u8>> {
+        self.signer.sign(msg)
     }
 
     /// The CA certificate in PEM, for relying parties that want to trust it.

@@ -6,6 +6,7 @@ use ed25519_dalek::Signer as _;
 use zeroize::Zeroizing;
 
 use super::cose;
+use super::es256::Es256Key;
 
 /// A signature algorithm we can create credentials with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,29 +51,25 @@ impl Algorithm {
 
 /// A credential's private key.
 pub enum CredentialKey {
-    Es256(p256::ecdsa::SigningKey),
+    Es256(Es256Key),
     EdDsa(ed25519_dalek::SigningKey),
 }
 
 impl CredentialKey {
-    pub fn generate(alg: Algorithm) -> CredentialKey {
-        let mut rng = rand::rng();
+    /// A new random key; `None` only if the crypto library fails inside.
+    pub fn generate(alg: Algorithm) -> Option<CredentialKey> {
         match alg {
-            Algorithm::Es256 => CredentialKey::Es256(
-                <p256::ecdsa::SigningKey as p256::elliptic_curve::Generate>::generate_from_rng(
-                    &mut rng,
-                ),
-            ),
-            Algorithm::EdDsa => CredentialKey::EdDsa(ed25519_dalek::SigningKey::generate(&mut rng)),
+            Algorithm::Es256 => Es256Key::generate().map(CredentialKey::Es256),
+            Algorithm::EdDsa => Some(CredentialKey::EdDsa(ed25519_dalek::SigningKey::generate(
+                &mut rand::rng(),
+            ))),
         }
     }
 
     /// Rebuilds a key from its 32 secret bytes; `None` if they are not a valid key.
     pub fn from_secret(alg: Algorithm, secret: &[u8; 32]) -> Option<CredentialKey> {
         match alg {
-            Algorithm::Es256 => p256::ecdsa::SigningKey::from_slice(secret)
-                .ok()
-                .map(CredentialKey::Es256),
+            Algorithm::Es256 => Es256Key::from_secret(secret).map(CredentialKey::Es256),
             Algorithm::EdDsa => Some(CredentialKey::EdDsa(ed25519_dalek::SigningKey::from_bytes(
                 secret,
             ))),
@@ -89,11 +86,7 @@ impl CredentialKey {
     /// The 32 secret bytes (P-256 scalar or Ed25519 seed), zeroized when dropped.
     pub fn secret(&self) -> Zeroizing<[u8; 32]> {
         match self {
-            CredentialKey::Es256(k) => {
-                let mut out = Zeroizing::new([0u8; 32]);
-                out.copy_from_slice(&k.to_bytes());
-                out
-            }
+            CredentialKey::Es256(k) => k.secret(),
             CredentialKey::EdDsa(k) => Zeroizing::new(k.to_bytes()),
         }
     }
@@ -104,7 +97,8 @@ impl CredentialKey {
     pub fn from_pkcs8_der(der: &[u8]) -> Option<CredentialKey> {
         use p256::pkcs8::DecodePrivateKey as _;
         if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(der) {
-            return Some(CredentialKey::Es256(k));
+            let secret: Zeroizing<[u8; 32]> = Zeroizing::new(k.to_bytes().into());
+            return Es256Key::from_secret(&secret).map(CredentialKey::Es256);
         }
         <ed25519_dalek::SigningKey as ed25519_dalek::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
             .ok()
@@ -115,7 +109,7 @@ impl CredentialKey {
     pub fn to_pkcs8_der(&self) -> Option<Zeroizing<Vec<u8>>> {
         use p256::pkcs8::EncodePrivateKey as _;
         let doc = match self {
-            CredentialKey::Es256(k) => k.to_pkcs8_der().ok()?,
+            CredentialKey::Es256(k) => k.to_p256()?.to_pkcs8_der().ok()?,
             // PKCS#8 v1 (RFC 8410 §7: the seed alone), what most tools write and read.
             CredentialKey::EdDsa(k) => {
                 let bytes = ed25519_dalek::pkcs8::KeypairBytes {
@@ -129,14 +123,12 @@ impl CredentialKey {
     }
 
     /// Signs `msg`: ES256 gives an ASN.1 DER ECDSA signature over SHA-256(msg), EdDSA
-    /// the 64-byte Ed25519 signature (WebAuthn §6.5.5).
-    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+    /// the 64-byte Ed25519 signature (WebAuthn §6.5.5). `None` only if the crypto
+    /// library fails inside.
+    pub fn sign(&self, msg: &[u8]) -> Option<Vec<u8>> {
         match self {
-            CredentialKey::Es256(k) => {
-                let sig: p256::ecdsa::DerSignature = p256::ecdsa::signature::Signer::sign(k, msg);
-                sig.as_bytes().to_vec()
-            }
-            CredentialKey::EdDsa(k) => k.sign(msg).to_bytes().to_vec(),
+            CredentialKey::Es256(k) => k.sign(msg),
+            CredentialKey::EdDsa(k) => Some(k.sign(msg).to_bytes().to_vec()),
         }
     }
 
@@ -144,8 +136,7 @@ impl CredentialKey {
     pub fn cose_public_key(&self) -> Value {
         match self {
             CredentialKey::Es256(k) => {
-                let point = k.verifying_key().to_sec1_point(false);
-                let b = point.as_bytes();
+                let b = k.public_point();
                 cose::ec2_p256(-7, &b[1..33], &b[33..65])
             }
             CredentialKey::EdDsa(k) => cose::okp_ed25519(&k.verifying_key().to_bytes()),
@@ -160,7 +151,7 @@ mod tests {
     #[test]
     fn secret_roundtrip_gives_the_same_public_key() {
         for alg in [Algorithm::Es256, Algorithm::EdDsa] {
-            let k = CredentialKey::generate(alg);
+            let k = CredentialKey::generate(alg).unwrap();
             let k2 = CredentialKey::from_secret(alg, &k.secret()).unwrap();
             assert_eq!(k.cose_public_key(), k2.cose_public_key());
             assert_eq!(k2.algorithm(), alg);
@@ -170,20 +161,21 @@ mod tests {
     #[test]
     fn es256_signature_verifies() {
         use p256::ecdsa::signature::Verifier;
-        let k = CredentialKey::generate(Algorithm::Es256);
-        let sig = k.sign(b"hello");
+        let k = CredentialKey::generate(Algorithm::Es256).unwrap();
+        let sig = k.sign(b"hello").unwrap();
         let CredentialKey::Es256(sk) = &k else {
             unreachable!()
         };
         let der = p256::ecdsa::DerSignature::from_bytes(&sig).unwrap();
         let sig = p256::ecdsa::Signature::from_der(der.as_bytes()).unwrap();
-        sk.verifying_key().verify(b"hello", &sig).unwrap();
+        let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sk.public_point()).unwrap();
+        vk.verify(b"hello", &sig).unwrap();
     }
 
     #[test]
     fn pkcs8_roundtrip() {
         for alg in [Algorithm::Es256, Algorithm::EdDsa] {
-            let k = CredentialKey::generate(alg);
+            let k = CredentialKey::generate(alg).unwrap();
             let der = k.to_pkcs8_der().unwrap();
             let back = CredentialKey::from_pkcs8_der(&der).unwrap();
             assert_eq!(back.algorithm(), alg);

@@ -1,9 +1,12 @@
-//! Cryptography for the authenticator, all from one RustCrypto generation: credential
-//! key pairs (ES256, EdDSA) and their COSE encoding, credential-ID sealing
-//! (AES-256-GCM), and the attestation CA and batch certificate.
+//! Cryptography for the authenticator, from one RustCrypto generation (p256 0.14,
+//! ed25519-dalek 3, aes-gcm 0.11, …): credential key pairs (ES256, EdDSA) and their
+//! COSE encoding, credential-ID sealing (AES-256-GCM), and the attestation CA and batch
+//! certificate — except ES256 keys and signatures, which are on AWS-LC for speed
+//! ([`es256`] says why).
 
 pub mod attestation;
 pub mod cose;
+pub mod es256;
 pub mod keys;
 pub mod seal;
 

@@ -65,6 +65,15 @@ impl CredentialSource {
         CredentialKey::from_secret(self.alg, &self.secret)
     }
 
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Signs `msg` with the credential's private key. `None` as for [`key`](Self::key).
+    pub fn sign(&self, msg: &[u8]) -> Option<Vec<u8>> {
+        self.key()?.sign(msg)
+    }
+
     /// CredRandomWithUV (`uv`) or CredRandomWithoutUV, if the credential has hmac-secret.
     pub fn cred_random(&self, uv: bool) -> Option<Zeroizing<[u8; 32]>> {
         self.props
@@ -157,7 +166,7 @@ mod tests {
     fn roundtrip_and_binding() {
         let wk = [3u8; 32];
         let rp = [4u8; 32];
-        let key = CredentialKey::generate(Algorithm::EdDsa);
+        let key = CredentialKey::generate(Algorithm::EdDsa).unwrap();
         let level = CredProtect::UserVerificationOptionalWithCredentialIdList;
         let props = Properties {
             discoverable: true,
@@ -186,7 +195,7 @@ mod tests {
     fn extensions_are_sealed_with_the_key() {
         let wk = [3u8; 32];
         let rp = [4u8; 32];
-        let key = CredentialKey::generate(Algorithm::Es256);
+        let key = CredentialKey::generate(Algorithm::Es256).unwrap();
         for blob in [
             vec![],
             vec![0xab; 1],

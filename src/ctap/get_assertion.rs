@@ -206,7 +206,6 @@ pub(super) fn assertion(
     let source = auth
         .find_credential(&context.rp_id_hash, id)
         .ok_or(StatusCode::NoCredentials)?;
-    let key = source.key().ok_or(StatusCode::Other)?;
     let counter = auth.store.bump_counter(id)?;
     // The CredRandom follows the user verification performed (not an override bit).
     let outputs = context
@@ -253,7 +252,7 @@ pub(super) fn assertion(
         }));
     Ok(GetAssertionResponse {
         credential_id: id.to_vec(),
-        signature: overrides.signature(key.sign(&signed)),
+        signature: overrides.signature(source.sign(&signed).ok_or(StatusCode::Other)?),
         auth_data,
         user,
         number_of_credentials: None,

@@ -131,7 +131,7 @@ pub(super) fn make_credential(
     auth.presence_for(&v, ctx, touch)?;
 
     // Steps 16–17: create the credential; a discoverable one goes to the store.
-    let key = CredentialKey::generate(req.algorithm);
+    let key = CredentialKey::generate(req.algorithm).ok_or(StatusCode::Other)?;
     let props = Properties {
         discoverable: rk,
         cred_protect: extensions.cred_protect.unwrap_or_default(),
@@ -262,7 +262,10 @@ fn attest(
             let x5c = Value::Array(vec![Value::Bytes(a.batch_cert_der.clone())]);
             let stmt = MapBuilder::new()
                 .text("alg", -7)
-                .text("sig", Value::Bytes(overrides.signature(a.sign(&signed))))
+                .text(
+                    "sig",
+                    Value::Bytes(overrides.signature(a.sign(&signed).ok_or(StatusCode::Other)?)),
+                )
                 .text("x5c", x5c)
                 .build();
             ("packed", stmt)
@@ -271,7 +274,10 @@ fn attest(
         AttestationFormat::SelfAttestation => {
             let stmt = MapBuilder::new()
                 .text("alg", key.algorithm().cose_id())
-                .text("sig", Value::Bytes(overrides.signature(key.sign(&signed))))
+                .text(
+                    "sig",
+                    Value::Bytes(overrides.signature(key.sign(&signed).ok_or(StatusCode::Other)?)),
+                )
                 .build();
             ("packed", stmt)
         }

@@ -190,6 +190,7 @@ impl Authenticator {
     /// Opens the authenticator on `store`, creating the attestation CA and batch
     /// certificate on first start.
     pub fn new(mut store: Store, config: Config) -> Result<Authenticator, InitError> {
+        crate::crypto::es256::warm_up();
         let attestation = match store.attestation() {
             Some(m) => Attestation::from_parts(&m.batch_key_pkcs8, m.batch_cert_der, m.ca_cert_der)
                 .ok_or(InitError::BadAttestation)?,

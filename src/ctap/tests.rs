@@ -193,6 +193,38 @@ fn get_info_matches_fixture() {
     assert_eq!(auth().process(&[0x04], &ctx), expected);
 }
 
+/// getInfo is kept encoded between requests; it must still follow every change of what
+/// it reports.
+#[test]
+fn get_info_follows_the_state_it_reports() {
+    let mut a = auth();
+    let info = |a: &mut Authenticator| call(a, &[0x04]).unwrap();
+    let option = |v: &Value, name: &str| text_member(member(v, 0x04).unwrap(), name).cloned();
+    let remaining = |v: &Value| member(v, 0x14).and_then(Value::as_integer).map(i128::from);
+    let first = info(&mut a);
+    assert_eq!(info(&mut a), first, "unchanged state, same response");
+    assert_eq!(option(&first, "clientPin"), Some(Value::Bool(false)));
+    let before = remaining(&first).unwrap();
+
+    make(&mut a, "example.com", b"user", -7, true);
+    assert_eq!(remaining(&info(&mut a)), Some(before - 1));
+
+    a.store.set_pin(&[1u8; 16], 4).unwrap();
+    a.store.set_min_pin_length(6, None, true).unwrap();
+    let v = info(&mut a);
+    assert_eq!(option(&v, "clientPin"), Some(Value::Bool(true)));
+    assert_eq!(member(&v, 0x0d), Some(&i(6)));
+    assert_eq!(member(&v, 0x0c), Some(&Value::Bool(true)));
+
+    a.store.toggle_always_uv().unwrap();
+    let v = info(&mut a);
+    assert_eq!(option(&v, "alwaysUv"), Some(Value::Bool(true)));
+    assert_eq!(option(&v, "makeCredUvNotRqd"), Some(Value::Bool(false)));
+    // alwaysUv switches CTAP1/U2F off (§7.2.2).
+    let versions = member(&v, 0x01).unwrap().as_array().unwrap();
+    assert!(!versions.contains(&t("U2F_V2")), "{versions:?}");
+}
+
 #[test]
 fn error_fixtures() {
     let table = std::fs::read_to_string(concat!(
@@ -486,7 +518,7 @@ fn reset_voids_pin_and_token_state() {
 #[test]
 fn imported_credentials_with_their_own_key_sign_assertions() {
     let mut a = auth();
-    let key = crate::crypto::CredentialKey::generate(crate::crypto::Algorithm::Es256);
+    let key = crate::crypto::CredentialKey::generate(crate::crypto::Algorithm::Es256).unwrap();
     let cose = key.cose_public_key();
     for (id, discoverable) in [(&b"caller-chosen-1"[..], false), (b"caller-chosen-2", true)] {
         a.store

@@ -105,10 +105,9 @@ pub(super) fn authenticate(
         .find_credential(&req.application, req.key_handle)
         .filter(|c| c.props.cred_protect.allows(false, true))
         .ok_or(StatusWord::WrongData)?;
-    let key = source
-        .key()
-        .filter(|k| k.algorithm() == Algorithm::Es256)
-        .ok_or(StatusWord::WrongData)?;
+    if source.algorithm() != Algorithm::Es256 {
+        return Err(StatusWord::WrongData);
+    }
     let user_presence = match req.control {
         // §5.1: "success" for check-only is this status word.
         Control::CheckOnly => return Err(StatusWord::ConditionsNotSatisfied),
@@ -132,7 +131,7 @@ pub(super) fn authenticate(
     signed.push(user_presence);
     signed.extend_from_slice(&counter.to_be_bytes());
     signed.extend_from_slice(&req.challenge);
-    let signature = overrides.signature(key.sign(&signed));
+    let signature = overrides.signature(source.sign(&signed).ok_or(StatusWord::Unknown)?);
 
     let backup = auth.backup_of(id);
     let stored = auth.store.get_credential(id);

@@ -70,15 +70,11 @@ pub(super) fn register(
     if !auth.u2f_touch("U2F_REGISTER") {
         return Err(StatusWord::ConditionsNotSatisfied);
     }
-    let key = CredentialKey::generate(Algorithm::Es256);
+    let key = CredentialKey::generate(Algorithm::Es256).ok_or(StatusWord::Unknown)?;
     let CredentialKey::Es256(signing) = &key else {
         return Err(StatusWord::Unknown);
     };
-    let point = signing.verifying_key().to_sec1_point(false);
-    let public_key: [u8; 65] = point
-        .as_bytes()
-        .try_into()
-        .map_err(|_| StatusWord::Unknown)?;
+    let public_key = signing.public_point();
     let key_handle = credential_id::seal(
         auth.store.wrapping_key(),
         &req.application,
@@ -102,13 +98,17 @@ pub(super) fn register(
         // The batch certificate, as CTAP2's packed attestation uses it.
         AttestationFormat::Packed => {
             let a = auth.attestation.as_ref().ok_or(StatusWord::Unknown)?;
-            (a.batch_cert_der.clone(), a.sign(&signed))
+            let sig = a.sign(&signed).ok_or(StatusWord::Unknown)?;
+            (a.batch_cert_der.clone(), sig)
         }
         // U2F must carry a certificate: without batch attestation, one of the new key
         // itself, self-signed, with nothing in it that tells keys apart.
         AttestationFormat::SelfAttestation | AttestationFormat::None => (
-            self_signed_certificate(signing).map_err(|_| StatusWord::Unknown)?,
-            key.sign(&signed),
+            signing
+                .to_p256()
+                .and_then(|k| self_signed_certificate(&k).ok())
+                .ok_or(StatusWord::Unknown)?,
+            key.sign(&signed).ok_or(StatusWord::Unknown)?,
         ),
     };
 

@@ -481,9 +481,7 @@ struct CredentialKeyForTest(Vec<u8>);
 
 fn public_key_of(src: &super::super::credential_id::CredentialSource) -> CredentialKeyForTest {
     match src.key().unwrap() {
-        crate::crypto::CredentialKey::Es256(k) => {
-            CredentialKeyForTest(k.verifying_key().to_sec1_point(false).as_bytes().to_vec())
-        }
+        crate::crypto::CredentialKey::Es256(k) => CredentialKeyForTest(k.public_point().to_vec()),
         crate::crypto::CredentialKey::EdDsa(_) => panic!("not ES256"),
     }
 }
