@@ -59,7 +59,7 @@ def main():
               ("store-0", ["--store", os.path.join(tmp, "store-0")])]
     if a.store_100k:
         copy = os.path.join(tmp, "store-100k")
-        shutil.copytree(a.store_100k, copy)
+        shutil.copytree(a.store_100k, copy, ignore=shutil.ignore_patterns("*.sock"))
         setups.append(("store-100k", ["--store", copy, "--max-credentials", "200000"]))
     if a.setup:
         setups = [s for s in setups if s[0] in a.setup]
@@ -70,7 +70,7 @@ def main():
                 full = f"{label}/{name}" if label else name
                 if name == "store-100k" and label:
                     copy = os.path.join(tmp, f"store-100k-{label}")
-                    shutil.copytree(a.store_100k, copy)
+                    shutil.copytree(a.store_100k, copy, ignore=shutil.ignore_patterns("*.sock"))
                     args = ["--store", copy, "--max-credentials", "200000"]
                 elif name == "store-0" and label:
                     args = ["--store", os.path.join(tmp, f"store-0-{label}")]

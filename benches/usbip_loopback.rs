@@ -4,7 +4,7 @@
 //!     cargo bench --bench usbip_loopback
 //!
 //! Measures the round trip of CTAPHID PING (64 B, 1 KiB, 7609 B) and of getInfo
-//! (p50 / p99 / ops/s), and the server's CPU time and wake-ups over 10 s idle with an
+//! (p50 / p99 / ops/s), the server's resident memory, and its CPU time and wake-ups over 10 s idle with an
 //! IN URB held. Prints a Markdown table. Figures, not assertions: speed targets live
 //! here, never in tests.
 
@@ -181,6 +181,20 @@ fn main() {
         "\nidle {idle_secs} s with an IN URB held: server CPU time {} ms, context switches (wake-ups) {}",
         (t1 - t0) * 10,
         s1 - s0
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let kib = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    println!(
+        "resident memory: {} KiB now (VmRSS), {} KiB at most (VmHWM)",
+        kib("VmRSS:"),
+        kib("VmHWM:")
     );
     drop(h);
     let _ = child.kill();
