@@ -13,10 +13,11 @@ import sys
 # (category, regex on a frame's symbol). Order matters: the first rule that matches any
 # frame wins, so specific work comes before the generic plumbing that calls it.
 RULES = [
-    ("P-256 sign (ECDSA, RFC 6979 nonce + k*G + inversion)", r"ecdsa::hazmat::sign_prehashed"),
-    ("P-256 key generation (new credential key)", r"CredentialKey::generate"),
-    ("P-256 public key from a secret (SigningKey::from_slice: a k*G)",
-     r"PublicKey<C>::from_secret_scalar|SigningKey<C>::from_slice|from_secret_scalar"),
+    ("P-256 sign (ECDSA: nonce + k*G + inversion)",
+     r"ecdsa::hazmat::sign_prehashed|Es256Key::sign|ECDSA_do_sign"),
+    ("P-256 key generation (new credential key)", r"CredentialKey::generate|Es256Key::generate"),
+    ("P-256 key from its secret (public point: a k*G)",
+     r"PublicKey<C>::from_secret_scalar|SigningKey<C>::from_slice|from_secret_scalar|Es256Key::from_secret"),
     ("P-256 ECDH (PIN key agreement)", r"ecdh::diffie_hellman|KeyAgreement::decapsulate|KeyAgreement::new"),
     ("Ed25519", r"ed25519"),
     ("AES-GCM credential ID (seal/open)", r"vkey::crypto::seal|aes_gcm"),
