@@ -168,7 +168,7 @@ impl Authenticator {
             Some(m) => Attestation::from_parts(&m.batch_key_pkcs8, m.batch_cert_der, m.ca_cert_der)
                 .ok_or(InitError::BadAttestation)?,
             None => {
-                let a = Attestation::generate(&AAGUID, store.serial())?;
+                let a = Attestation::generate(&AAGUID)?;
                 let material = AttestationMaterial {
                     batch_key_pkcs8: a.batch_key_pkcs8(),
                     batch_cert_der: a.batch_cert_der.clone(),
