@@ -136,6 +136,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
+    // Before anything opens files: connections are capped well below the limit, with a
+    // reserve kept for the store's writes (see usbip::server).
+    crate::usbip::server::raise_nofile_limit();
     let store = if args.ephemeral {
         Store::ephemeral()
     } else {
