@@ -2,14 +2,34 @@
 //! parameters) for `Authenticator::process` on a fresh ephemeral key, so the command
 //! byte from the input reaches every command. The response is a status byte and, on
 //! success, canonical CBOR no longer than the largest CTAPHID message.
+//!
+//! Every input gets a new key (no state leaks from one input to the next, so a crash
+//! replays); only the attestation certificates, slow to make, are made once and put in
+//! each new store.
 #![no_main]
+
+use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use vkey::ctap::{Authenticator, Config, MAX_MSG_SIZE, RequestContext};
-use vkey::store::Store;
+use vkey::store::{AttestationMaterial, Store};
+
+fn attestation() -> &'static (AttestationMaterial, String) {
+    static ONCE: OnceLock<(AttestationMaterial, String)> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let auth = Authenticator::new(Store::ephemeral(), Config::default()).expect("a key");
+        let material = auth.store().attestation().expect("attestation material");
+        (material, auth.attestation_ca_pem().expect("CA"))
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut auth) = Authenticator::new(Store::ephemeral(), Config::default()) else {
+    let (material, ca_pem) = attestation();
+    let mut store = Store::ephemeral();
+    if store.set_attestation(material.clone(), ca_pem).is_err() {
+        return;
+    }
+    let Ok(mut auth) = Authenticator::new(store, Config::default()) else {
         return;
     };
     let (ctx, _handle) = RequestContext::new();
