@@ -37,6 +37,10 @@ fuzz_target!(|data: &[u8]| {
     assert!(!resp.is_empty() && resp.len() <= MAX_MSG_SIZE);
     if resp[0] == 0 && resp.len() > 1 {
         let v = vkey::ctap::cbor::decode(&resp[1..]).expect("a response decodes");
-        assert_eq!(vkey::ctap::cbor::encode(&v), resp[1..], "canonical response");
+        assert_eq!(
+            vkey::ctap::cbor::encode(&v),
+            resp[1..],
+            "canonical response"
+        );
     }
 });

@@ -27,12 +27,17 @@ fuzz_target!(|data: &[u8]| {
         hid.handle_report(report, now);
         while let Some(ev) = hid.poll_event() {
             match ev {
-                Event::Request { txn, kind, data, .. } => {
+                Event::Request {
+                    txn, kind, data, ..
+                } => {
                     assert!(data.len() <= MAX_MESSAGE_LEN);
                     // §11.2.9.1.2: a CBOR message carries at least its command byte.
                     assert!(kind != RequestKind::Cbor || !data.is_empty());
                     // Answer now (echo) or on the next report, with a length from the data.
-                    let len = data.first().map_or(0, |&b| usize::from(b) * 31).min(MAX_MESSAGE_LEN);
+                    let len = data
+                        .first()
+                        .map_or(0, |&b| usize::from(b) * 31)
+                        .min(MAX_MESSAGE_LEN);
                     if step % 2 == 0 {
                         hid.respond(txn, &vec![0u8; len]);
                     } else {

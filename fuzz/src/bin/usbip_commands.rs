@@ -8,8 +8,8 @@ use libfuzzer_sys::fuzz_target;
 use vkey::usbip::DeviceIdentity;
 use vkey::usbip::device::{Control, ControlOutcome};
 use vkey::usbip::protocol::{
-    DIR_IN, MAX_IN_LEN, MAX_OUT_LEN, UrbCommand, parse_fixed_str, read_op_header,
-    read_urb_command, ret_submit,
+    DIR_IN, MAX_IN_LEN, MAX_OUT_LEN, UrbCommand, parse_fixed_str, read_op_header, read_urb_command,
+    ret_submit,
 };
 
 fn identity() -> DeviceIdentity {
@@ -24,15 +24,27 @@ fn identity() -> DeviceIdentity {
 }
 
 async fn session(mut input: &[u8]) {
-    let Ok(op) = read_op_header(&mut input).await else { return };
+    let Ok(op) = read_op_header(&mut input).await else {
+        return;
+    };
     if op.code == 0x8003 {
-        let Some((busid, rest)) = input.split_at_checked(32) else { return };
+        let Some((busid, rest)) = input.split_at_checked(32) else {
+            return;
+        };
         let _ = parse_fixed_str(busid);
         input = rest;
     }
     let mut control = Control::new(identity());
     while let Ok(cmd) = read_urb_command(&mut input).await {
-        if let UrbCommand::Submit { direction, ep: 0, buffer_len, setup, data, .. } = cmd {
+        if let UrbCommand::Submit {
+            direction,
+            ep: 0,
+            buffer_len,
+            setup,
+            data,
+            ..
+        } = cmd
+        {
             assert!(data.len() as u32 <= MAX_OUT_LEN && buffer_len <= MAX_IN_LEN);
             if let ControlOutcome::Data(d) = control.handle(&setup, &data)
                 && direction == DIR_IN
