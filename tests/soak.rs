@@ -443,8 +443,9 @@ fn soak_hostile_peers_and_a_good_host() {
     let max_fds = warm.iter().map(|s| s.2).max().unwrap_or(0);
     let (last_rss, last_fds) = warm.last().map(|s| (s.1, s.2)).unwrap_or((0, 0));
     println!(
-        "soak: {secs} s, {HOSTILE_THREADS} hostile threads, {} hostile connections",
-        hostile_done.load(Ordering::Relaxed)
+        "soak: {secs} s, {HOSTILE_THREADS} hostile threads, {} hostile connections ({} of them imported 1-2)",
+        hostile_done.load(Ordering::Relaxed),
+        HOSTILE_IMPORTS.load(Ordering::Relaxed)
     );
     println!(
         "good host: {} register+sign rounds, slowest {:?}, errors {:?}",
@@ -481,6 +482,10 @@ fn soak_hostile_peers_and_a_good_host() {
         good.errors
     );
     assert!(good.rounds > 0, "the good host made no progress");
+    assert!(
+        HOSTILE_IMPORTS.load(Ordering::Relaxed) > 1,
+        "hostile importers never reached the URB phase"
+    );
     // Generous bounds: flat means no growth with the number of connections served.
     assert!(
         max_rss <= base_rss * 2 + 64 * 1024,
