@@ -12,14 +12,19 @@
 //!
 //! This module and `cli` are the edge: they may import every layer.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use crate::ctap::{Authenticator, RequestContext, RequestHandle, StatusCode};
+use crate::ctap::trace::{self, TraceRequest, TraceResponse};
+use crate::ctap::{
+    Authenticator, BuiltInUv, Event as CtapEvent, EventSink, KeyStatus, PendingTouch, Presence,
+    RequestContext, RequestHandle, ResponseOverrides, StatusCode,
+};
 use crate::ctaphid::{self, CtapHid, Event, KeepaliveStatus, RequestKind, TxnId};
 use crate::usbip::{DeviceIdentity, ExportedDevice, HidFunction, HidReport};
 
@@ -27,6 +32,139 @@ use crate::usbip::{DeviceIdentity, ExportedDevice, HidFunction, HidReport};
 /// registered VID:PID pair that belongs to no commercial key.
 pub const VENDOR_ID: u16 = 0x1209;
 pub const PRODUCT_ID: u16 = 0x0001;
+
+/// Events buffered per key for slow subscribers; one that falls further behind loses
+/// the oldest and is told how many (it never blocks the key).
+pub const EVENT_BUFFER: usize = 1024;
+
+/// What a key tells its observers (the control interface's event stream, `--trace`).
+#[derive(Clone, Debug)]
+pub enum KeyEventKind {
+    /// From the CTAP core: credentials made, used, changed, deleted; presence asked.
+    Ctap(CtapEvent),
+    /// A host imported the key (a power-up).
+    Attached,
+    /// The host's connection ended (detach, or a replug).
+    Detached,
+    /// A CTAP request, decoded, secrets redacted.
+    Request(TraceRequest),
+    /// Its response.
+    Response(TraceResponse),
+}
+
+#[derive(Clone, Debug)]
+pub struct KeyEvent {
+    pub bus_id: Arc<str>,
+    pub time: SystemTime,
+    pub kind: KeyEventKind,
+}
+
+/// A key's state that the control interface reads and changes without the
+/// authenticator thread: presence, the UV result, the override bits, whether a host is
+/// attached, the event channel, the last status snapshot.
+pub struct KeyShared {
+    bus_id: Arc<str>,
+    pub presence: Presence,
+    /// Built-in UV (`--uv`), whose result is a switch.
+    pub uv: Option<BuiltInUv>,
+    pub overrides: ResponseOverrides,
+    events: broadcast::Sender<KeyEvent>,
+    attached: AtomicBool,
+    unplug: watch::Sender<u64>,
+    status: Mutex<Option<KeyStatus>>,
+}
+
+impl KeyShared {
+    pub fn new(
+        bus_id: &str,
+        presence: Presence,
+        uv: Option<BuiltInUv>,
+        overrides: ResponseOverrides,
+    ) -> Arc<KeyShared> {
+        Arc::new(KeyShared {
+            bus_id: bus_id.into(),
+            presence,
+            uv,
+            overrides,
+            events: broadcast::channel(EVENT_BUFFER).0,
+            attached: AtomicBool::new(false),
+            unplug: watch::channel(0).0,
+            status: Mutex::new(None),
+        })
+    }
+
+    /// The shared state of a key built with `config`: its presence, UV and override
+    /// switches, and its events (the config's event sink is pointed here).
+    pub fn for_config(bus_id: &str, config: &mut crate::ctap::Config) -> Arc<KeyShared> {
+        let shared = KeyShared::new(
+            bus_id,
+            config.presence.clone(),
+            config.uv.clone(),
+            config.overrides.clone(),
+        );
+        config.events = shared.event_sink();
+        shared
+    }
+
+    pub fn bus_id(&self) -> &str {
+        &self.bus_id
+    }
+
+    /// The sink for the CTAP core's events (goes into its `Config`).
+    pub fn event_sink(self: &Arc<Self>) -> Arc<dyn EventSink> {
+        Arc::new(Sink(self.clone()))
+    }
+
+    /// A new subscriber to this key's events.
+    pub fn subscribe(&self) -> broadcast::Receiver<KeyEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, kind: KeyEventKind) {
+        // No subscriber is fine: nobody watches.
+        let _ = self.events.send(KeyEvent {
+            bus_id: self.bus_id.clone(),
+            time: SystemTime::now(),
+            kind,
+        });
+    }
+
+    fn tracing(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
+    /// Changes on every replug.
+    pub fn replugs(&self) -> watch::Receiver<u64> {
+        self.unplug.subscribe()
+    }
+
+    /// Whether a host has the key imported now.
+    pub fn attached(&self) -> bool {
+        self.attached.load(Ordering::Acquire)
+    }
+
+    /// The key's state as of the last request it finished.
+    pub fn status(&self) -> Option<KeyStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_status(&self, s: KeyStatus) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    }
+}
+
+struct Sink(Arc<KeyShared>);
+
+impl EventSink for Sink {
+    fn emit(&self, event: CtapEvent) {
+        self.0.emit(KeyEventKind::Ctap(event));
+    }
+}
+
+type ControlJob = Box<dyn FnOnce(&mut Authenticator) + Send>;
 
 /// A CTAP request for the authenticator thread.
 struct Job {
@@ -58,9 +196,11 @@ impl Reply {
 /// What the authenticator thread has to do next: never more than one request.
 #[derive(Default)]
 struct Slot {
-    /// A new USB session began at this instant: volatile state starts over before the
-    /// next request.
-    power_up: Option<Instant>,
+    /// A new USB session began: volatile state starts over before the next request.
+    power_up: bool,
+    /// Control-interface operations (local and trusted), in order, before the next
+    /// request: "after the CTAP request in progress".
+    control: VecDeque<ControlJob>,
     job: Option<Job>,
     shutdown: bool,
 }
@@ -82,8 +222,20 @@ impl Worker {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn power_up(&self, at: Instant) {
-        self.lock().power_up = Some(at);
+    /// Queues a control operation; `false` if the thread is gone.
+    fn control(&self, job: ControlJob) -> bool {
+        let mut slot = self.lock();
+        if slot.shutdown {
+            return false;
+        }
+        slot.control.push_back(job);
+        drop(slot);
+        self.wake.notify_one();
+        true
+    }
+
+    fn power_up(&self) {
+        self.lock().power_up = true;
         self.wake.notify_one();
     }
 
@@ -108,20 +260,33 @@ impl Worker {
     }
 
     /// The authenticator thread: sleeps on the slot when idle (no polling).
-    fn serve(&self, mut auth: Authenticator) {
+    fn serve(&self, mut auth: Authenticator, shared: &KeyShared) {
         loop {
-            let (power_up, job) = {
+            let (power_up, control, job) = {
                 let mut slot = self.lock();
-                while slot.power_up.is_none() && slot.job.is_none() && !slot.shutdown {
+                while !slot.power_up
+                    && slot.control.is_empty()
+                    && slot.job.is_none()
+                    && !slot.shutdown
+                {
                     slot = self.wake.wait(slot).unwrap_or_else(|e| e.into_inner());
                 }
                 if slot.shutdown {
                     return;
                 }
-                (slot.power_up.take(), slot.job.take())
+                (
+                    std::mem::take(&mut slot.power_up),
+                    std::mem::take(&mut slot.control),
+                    slot.job.take(),
+                )
             };
-            if let Some(at) = power_up {
-                auth.power_up_at(at);
+            if power_up {
+                auth.power_up();
+                shared.set_status(auth.status());
+            }
+            for f in control {
+                f(&mut auth);
+                shared.set_status(auth.status());
             }
             let Some(job) = job else { continue };
             if job.cancelled.load(Ordering::Acquire) {
@@ -130,18 +295,56 @@ impl Worker {
                 self.end(job.reply, vec![StatusCode::KeepaliveCancel.byte()], false);
                 continue;
             }
-            let started = Instant::now();
-            let resp = auth.process(&job.data, &job.ctx);
-            debug!(
-                "ctap cmd {:#04x} -> status {:#04x} in {:?}",
-                job.data.first().copied().unwrap_or(0),
-                resp.first().copied().unwrap_or(0),
-                started.elapsed()
-            );
+            let resp = run_request(&mut auth, shared, &job.data, &job.ctx);
             self.end(job.reply, resp, true);
         }
     }
 }
+
+/// Runs one CTAP request: traced (when someone listens) and the status snapshot
+/// refreshed before the response goes out, so a control client that reads the status
+/// after it sees what the command did.
+fn run_request(
+    auth: &mut Authenticator,
+    shared: &KeyShared,
+    data: &[u8],
+    ctx: &RequestContext,
+) -> Vec<u8> {
+    let started = Instant::now();
+    let command = data.first().copied().unwrap_or(0);
+    let traced = shared.tracing();
+    if traced {
+        shared.emit(KeyEventKind::Request(trace::request(data)));
+    }
+    let resp = auth.process(data, ctx);
+    debug!(
+        "ctap cmd {command:#04x} -> status {:#04x} in {:?}",
+        resp.first().copied().unwrap_or(0),
+        started.elapsed()
+    );
+    if traced {
+        shared.emit(KeyEventKind::Response(trace::response(command, &resp)));
+    }
+    if changes_status(command) {
+        shared.set_status(auth.status());
+    }
+    resp
+}
+
+/// Why a control operation did not run; nothing changed.
+#[derive(Debug)]
+pub enum Busy {
+    /// A CTAP request waits for the user's touch (approve or deny it first).
+    WaitsForUser(PendingTouch),
+    /// The authenticator did not get to it in time.
+    Timeout,
+    /// The authenticator thread is gone.
+    Gone,
+}
+
+/// How long a control operation waits behind CTAP requests that do not wait for the
+/// user (a `delay:` presence, a slow store) before it is given up.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A snapshot of [`Key::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -160,11 +363,13 @@ pub struct KeyStats {
 pub struct Key {
     identity: DeviceIdentity,
     worker: Arc<Worker>,
+    shared: Arc<KeyShared>,
 }
 
 impl Key {
     /// Starts the authenticator thread. It blocks on its slot when idle (no polling).
-    pub fn new(auth: Authenticator) -> std::io::Result<Key> {
+    /// `auth`'s config must carry `shared`'s presence, UV, overrides and event sink.
+    pub fn new(auth: Authenticator, shared: Arc<KeyShared>) -> std::io::Result<Key> {
         let identity = DeviceIdentity {
             vendor_id: VENDOR_ID,
             product_id: PRODUCT_ID,
@@ -173,12 +378,17 @@ impl Key {
             product: "vkey virtual FIDO2 security key".into(),
             serial: auth.store().serial().to_string(),
         };
+        shared.set_status(auth.status());
         let worker = Arc::new(Worker::default());
-        let w = worker.clone();
+        let (w, sh) = (worker.clone(), shared.clone());
         std::thread::Builder::new()
-            .name("vkey-ctap".into())
-            .spawn(move || w.serve(auth))?;
-        Ok(Key { identity, worker })
+            .name(format!("vkey-ctap-{}", shared.bus_id))
+            .spawn(move || w.serve(auth, &sh))?;
+        Ok(Key {
+            identity,
+            worker,
+            shared,
+        })
     }
 
     /// Counters of the authenticator thread (tests and diagnostics).
@@ -191,6 +401,76 @@ impl Key {
             max_queued: w.max_queued.load(Ordering::Relaxed),
         }
     }
+
+    pub fn shared(&self) -> &Arc<KeyShared> {
+        &self.shared
+    }
+
+    /// Runs `f` on the authenticator thread, after the CTAP request in progress. If
+    /// that request waits for the user, gives up at once ([`Busy::WaitsForUser`]): a
+    /// control client never hangs behind a touch. A job given up never runs.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Authenticator) -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        const QUEUED: u8 = 0;
+        const RUNNING: u8 = 1;
+        const ABANDONED: u8 = 2;
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let (tx, mut rx) = oneshot::channel();
+        let st = state.clone();
+        let shared = self.shared.clone();
+        let job: ControlJob = Box::new(move |auth| {
+            if st
+                .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let result = f(auth);
+                // The status a client reads next already shows what this job did.
+                shared.set_status(auth.status());
+                let _ = tx.send(result);
+            }
+        });
+        if !self.worker.control(job) {
+            return Err(Busy::Gone);
+        }
+        let deadline = tokio::time::Instant::now() + CONTROL_TIMEOUT;
+        loop {
+            let give_up = tokio::select! {
+                r = &mut rx => return r.map_err(|_| Busy::Gone),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    match self.shared.presence.pending() {
+                        Some(p) => Some(Busy::WaitsForUser(p)),
+                        None if tokio::time::Instant::now() >= deadline => Some(Busy::Timeout),
+                        None => None,
+                    }
+                }
+            };
+            if let Some(why) = give_up {
+                if state
+                    .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Err(why);
+                }
+                // Already running: control jobs never wait for the user, so it ends soon.
+                return (&mut rx).await.map_err(|_| Busy::Gone);
+            }
+        }
+    }
+
+    /// A power cycle, as when the key is pulled out and plugged back: an attached
+    /// host loses its connection (the next import is a power-up); without a host the
+    /// key powers up now. Returns whether a host was attached.
+    pub fn replug(&self) -> bool {
+        let attached = self.shared.attached();
+        self.shared.unplug.send_modify(|g| *g = g.wrapping_add(1));
+        if !attached {
+            self.worker.power_up();
+        }
+        info!("{}: replug", self.shared.bus_id);
+        attached
+    }
 }
 
 impl Drop for Key {
@@ -198,6 +478,17 @@ impl Drop for Key {
         self.worker.lock().shutdown = true;
         self.worker.wake.notify_one();
     }
+}
+
+/// Whether a command can change what `GET /v1/keys` shows (PIN, retries, credentials).
+fn changes_status(command: u8) -> bool {
+    use crate::ctap::CommandCode as C;
+    ![
+        C::GetInfo as u8,
+        C::GetNextAssertion as u8,
+        C::Selection as u8,
+    ]
+    .contains(&command)
 }
 
 /// bcdDevice from the crate version: 0xJJMN for J.M.N.
@@ -211,9 +502,15 @@ impl ExportedDevice for Key {
         self.identity.clone()
     }
 
+    fn unplug_signal(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.shared.unplug.subscribe())
+    }
+
     fn attach(&self) -> (Box<dyn HidFunction>, Arc<Notify>) {
-        self.worker.power_up(Instant::now());
-        let session = KeySession::new(self.worker.clone());
+        self.worker.power_up();
+        self.shared.attached.store(true, Ordering::Release);
+        self.shared.emit(KeyEventKind::Attached);
+        let session = KeySession::new(self.worker.clone(), self.shared.clone());
         let notify = session.notify.clone();
         (Box::new(session), notify)
     }
@@ -247,10 +544,11 @@ pub struct KeySession {
     /// A request CTAPHID accepted while an abandoned one still runs: handed over when
     /// that one ends. One at most (CTAPHID has one transaction at a time).
     waiting: Option<(TxnId, Vec<u8>)>,
+    shared: Arc<KeyShared>,
 }
 
 impl KeySession {
-    fn new(worker: Arc<Worker>) -> KeySession {
+    fn new(worker: Arc<Worker>, shared: Arc<KeyShared>) -> KeySession {
         let (response_tx, responses) = mpsc::channel();
         KeySession {
             hid: CtapHid::new(ctaphid::Config {
@@ -265,6 +563,7 @@ impl KeySession {
             notify: Arc::new(Notify::new()),
             running: None,
             waiting: None,
+            shared,
         }
     }
 
@@ -396,6 +695,8 @@ impl Drop for KeySession {
         if self.waiting.take().is_some() {
             self.worker.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        self.shared.attached.store(false, Ordering::Release);
+        self.shared.emit(KeyEventKind::Detached);
     }
 }
 
@@ -404,8 +705,17 @@ mod tests {
     use super::*;
 
     /// A session whose worker has no thread: the test plays the authenticator thread.
+    fn shared() -> Arc<KeyShared> {
+        KeyShared::new(
+            "1-1",
+            Presence::new(crate::ctap::PresenceMode::Auto),
+            None,
+            ResponseOverrides::default(),
+        )
+    }
+
     fn session() -> KeySession {
-        KeySession::new(Arc::new(Worker::default()))
+        KeySession::new(Arc::new(Worker::default()), shared())
     }
 
     fn init_report(cid: u32, cmd: u8, payload: &[u8]) -> Vec<u8> {
@@ -485,11 +795,11 @@ mod tests {
     fn a_job_left_by_an_ended_session_is_dropped_for_the_next() {
         let worker = Arc::new(Worker::default());
         let now = Instant::now();
-        let mut old = KeySession::new(worker.clone());
+        let mut old = KeySession::new(worker.clone(), shared());
         let cid = channel(&mut old, now);
         old.out_report(&init_report(cid, 0x10, &[0x04]), now);
         drop(old); // disconnect: its request is cancelled, still in the slot
-        let mut new = KeySession::new(worker.clone());
+        let mut new = KeySession::new(worker.clone(), shared());
         let cid = channel(&mut new, now);
         new.out_report(&init_report(cid, 0x10, &[0x06]), now);
         let job = worker.lock().job.take().expect("the new session's request");

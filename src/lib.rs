@@ -8,7 +8,8 @@
 //! - [`ctap`]: the authenticator core, one module per CTAP command (CTAP 2.1 §6).
 //! - [`store`]: the key's persistent state.
 //!
-//! [`key`] and [`cli`] are the edge that wires them together.
+//! [`key`], [`control`] and [`cli`] are the edge that wires them together; [`bench`] (the
+//! `vkey bench` host that measures USB/IP keys) is edge too: a client of the wire format.
 #![forbid(unsafe_code)]
 
 /// vkey's version (major, minor, patch), from Cargo.toml. Every layer that reports a
@@ -22,7 +23,9 @@ pub fn version() -> (u8, u8, u8) {
     )
 }
 
+pub mod bench;
 pub mod cli;
+pub mod control;
 pub mod crypto;
 pub mod ctap;
 pub mod ctaphid;

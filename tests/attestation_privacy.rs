@@ -4,7 +4,7 @@
 
 use ciborium::Value;
 use vkey::ctap::{Authenticator, Config, RequestContext};
-use vkey::key::Key;
+use vkey::key::{Key, KeyShared};
 use vkey::store::Store;
 use vkey::usbip::ExportedDevice;
 use x509_cert::Certificate;
@@ -64,10 +64,12 @@ fn attestation_names_carry_nothing_unique_to_one_key() {
     let mut certs = Vec::new();
     let mut serials = Vec::new();
     for _ in 0..2 {
-        let mut auth = Authenticator::new(Store::ephemeral(), Config::default()).unwrap();
+        let mut config = Config::default();
+        let shared = KeyShared::for_config("1-1", &mut config);
+        let mut auth = Authenticator::new(Store::ephemeral(), config).unwrap();
         let ca_pem = auth.attestation_ca_pem().unwrap();
         let batch_der = batch_certificate(&mut auth);
-        let serial = Key::new(auth).unwrap().identity().serial;
+        let serial = Key::new(auth, shared).unwrap().identity().serial;
         assert!(serial.len() >= 8, "USB serial {serial:?}");
         let ca = Certificate::from_der(pem::parse(&ca_pem).unwrap().contents()).unwrap();
         let batch = Certificate::from_der(&batch_der).unwrap();

@@ -203,7 +203,8 @@ fn bad_flags_and_bad_store_fail_cleanly() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `--presence prompt`: the question appears on stderr; `y` approves, `n` denies.
+/// `--presence prompt`: the numbered question appears on stderr; `y N` approves, `n N`
+/// denies; a bare or stale answer approves nothing.
 #[test]
 fn presence_prompt_is_answered_on_the_terminal() {
     use std::io::Write;
@@ -246,14 +247,25 @@ fn presence_prompt_is_answered_on_the_terminal() {
     let cid = u32::from_be_bytes(c.read_report().unwrap()[15..19].try_into().unwrap());
     for (answer, status) in [("y", 0x00u8), ("n", 0x27)] {
         c.write_report(&report(cid, 0x10, &[0x0b])).unwrap(); // authenticatorSelection
-        loop {
+        let number = loop {
             let mut l = String::new();
             assert!(err.read_line(&mut l).unwrap() > 0, "vkey exited");
-            if l.contains("touch requested") {
-                break;
+            if let Some(rest) = l.strip_prefix("vkey: touch request ") {
+                break rest.split(':').next().unwrap().parse::<u64>().unwrap();
+            }
+        };
+        // Without the number, or with another request's: not answered.
+        for wrong in [answer.to_string(), format!("{answer} {}", number + 5)] {
+            writeln!(stdin, "{wrong}").unwrap();
+            loop {
+                let mut l = String::new();
+                assert!(err.read_line(&mut l).unwrap() > 0, "vkey exited");
+                if l.contains("not answered") || l.contains("say which request") {
+                    break;
+                }
             }
         }
-        writeln!(stdin, "{answer}").unwrap();
+        writeln!(stdin, "{answer} {number}").unwrap();
         let r = loop {
             let r = c.read_report().unwrap();
             if r[4] != 0xbb {
@@ -281,12 +293,12 @@ fn run_env(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, St
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // A command that fails before it reads standard input (say, `pin set` on a store
+    // with a PIN) may exit before this write: that broken pipe is not the test's result.
+    match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.unwrap(),
+    }
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),

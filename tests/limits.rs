@@ -8,18 +8,27 @@ use std::time::{Duration, Instant};
 
 use ciborium::Value;
 use vkey::ctap::{Authenticator, Config};
-use vkey::key::Key;
+use vkey::key::{Key, KeyShared};
 use vkey::store::Store;
 use vkey::usbip::client::Client;
 use vkey::usbip::protocol::DIR_OUT;
 use vkey::usbip::{ExportedDevice, Server};
 
+/// A key on a fresh ephemeral store, exported under `bus`.
+fn new_key(bus: &str) -> Key {
+    let mut config = Config::default();
+    let shared = KeyShared::for_config(bus, &mut config);
+    Key::new(
+        Authenticator::new(Store::ephemeral(), config).unwrap(),
+        shared,
+    )
+    .unwrap()
+}
+
 /// A server with one ephemeral key on a free port, in a background runtime; the key
 /// is returned too, for its counters.
 fn start() -> (SocketAddr, Arc<Key>) {
-    let key = Arc::new(
-        Key::new(Authenticator::new(Store::ephemeral(), Config::default()).unwrap()).unwrap(),
-    );
+    let key = Arc::new(new_key("1-1"));
     let exported: Arc<dyn ExportedDevice> = key.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

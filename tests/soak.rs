@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use ciborium::Value;
 use rand::{Rng, RngExt, SeedableRng};
 use vkey::ctap::{Authenticator, Config};
-use vkey::key::Key;
+use vkey::key::{Key, KeyShared};
 use vkey::store::Store;
 use vkey::usbip::client::{Client, setup_bytes};
 use vkey::usbip::protocol::{DIR_IN, DIR_OUT};
@@ -55,21 +55,27 @@ fn soak_server_process() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let key = || -> Arc<dyn ExportedDevice> {
-            Arc::new(
-                Key::new(Authenticator::new(Store::ephemeral(), Config::default()).unwrap())
-                    .unwrap(),
-            )
-        };
+        let key = |bus: &str| -> Arc<dyn ExportedDevice> { Arc::new(new_key(bus)) };
         let server = Server::bind(
             "127.0.0.1:0".parse().unwrap(),
-            vec![("1-1".into(), key()), ("1-2".into(), key())],
+            vec![("1-1".into(), key("1-1")), ("1-2".into(), key("1-2"))],
         )
         .await
         .unwrap();
         println!("SOAK_ADDR {}", server.local_addr().unwrap());
         server.run().await;
     });
+}
+
+/// A key on a fresh ephemeral store, exported under `bus`.
+fn new_key(bus: &str) -> Key {
+    let mut config = Config::default();
+    let shared = KeyShared::for_config(bus, &mut config);
+    Key::new(
+        Authenticator::new(Store::ephemeral(), config).unwrap(),
+        shared,
+    )
+    .unwrap()
 }
 
 struct ServerProcess {

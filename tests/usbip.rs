@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vkey::ctap::{Authenticator, Config, Presence, PresenceMode};
-use vkey::key::Key;
+use vkey::key::{Key, KeyShared};
 use vkey::store::Store;
 use vkey::usbip::client::{Client, Reply, list_devices};
 use vkey::usbip::protocol::{DIR_IN, DIR_OUT};
@@ -26,8 +26,14 @@ fn start_with(config: Config) -> SocketAddr {
             .build()
             .unwrap();
         rt.block_on(async move {
+            let mut config = config;
+            let shared = KeyShared::for_config("1-1", &mut config);
             let key: Arc<dyn ExportedDevice> = Arc::new(
-                Key::new(Authenticator::new(Store::ephemeral(), config).unwrap()).unwrap(),
+                Key::new(
+                    Authenticator::new(Store::ephemeral(), config).unwrap(),
+                    shared,
+                )
+                .unwrap(),
             );
             let server = Server::bind("127.0.0.1:0".parse().unwrap(), vec![("1-1".into(), key)])
                 .await

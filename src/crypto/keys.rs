@@ -98,6 +98,36 @@ impl CredentialKey {
         }
     }
 
+    /// A private key from PKCS#8 DER (RFC 5958): P-256 → ES256, Ed25519 → EdDSA (what
+    /// Chrome's virtual authenticator takes in `Credential.privateKey`). `None` for
+    /// anything else.
+    pub fn from_pkcs8_der(der: &[u8]) -> Option<CredentialKey> {
+        use p256::pkcs8::DecodePrivateKey as _;
+        if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(der) {
+            return Some(CredentialKey::Es256(k));
+        }
+        <ed25519_dalek::SigningKey as ed25519_dalek::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
+            .ok()
+            .map(CredentialKey::EdDsa)
+    }
+
+    /// The private key as PKCS#8 DER, zeroized when dropped.
+    pub fn to_pkcs8_der(&self) -> Option<Zeroizing<Vec<u8>>> {
+        use p256::pkcs8::EncodePrivateKey as _;
+        let doc = match self {
+            CredentialKey::Es256(k) => k.to_pkcs8_der().ok()?,
+            // PKCS#8 v1 (RFC 8410 §7: the seed alone), what most tools write and read.
+            CredentialKey::EdDsa(k) => {
+                let bytes = ed25519_dalek::pkcs8::KeypairBytes {
+                    secret_key: k.to_bytes(),
+                    public_key: None,
+                };
+                ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&bytes).ok()?
+            }
+        };
+        Some(Zeroizing::new(doc.as_bytes().to_vec()))
+    }
+
     /// Signs `msg`: ES256 gives an ASN.1 DER ECDSA signature over SHA-256(msg), EdDSA
     /// the 64-byte Ed25519 signature (WebAuthn §6.5.5).
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
@@ -148,6 +178,18 @@ mod tests {
         let der = p256::ecdsa::DerSignature::from_bytes(&sig).unwrap();
         let sig = p256::ecdsa::Signature::from_der(der.as_bytes()).unwrap();
         sk.verifying_key().verify(b"hello", &sig).unwrap();
+    }
+
+    #[test]
+    fn pkcs8_roundtrip() {
+        for alg in [Algorithm::Es256, Algorithm::EdDsa] {
+            let k = CredentialKey::generate(alg);
+            let der = k.to_pkcs8_der().unwrap();
+            let back = CredentialKey::from_pkcs8_der(&der).unwrap();
+            assert_eq!(back.algorithm(), alg);
+            assert_eq!(back.cose_public_key(), k.cose_public_key());
+        }
+        assert!(CredentialKey::from_pkcs8_der(b"not a key").is_none());
     }
 
     #[test]

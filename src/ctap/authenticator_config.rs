@@ -1,122 +1,128 @@
 //! authenticatorConfig (0x0D), CTAP 2.1 §6.11: toggleAlwaysUv and setMinPINLength.
 //! enableEnterpriseAttestation is refused: this key does not advertise "ep".
 
-use std::time::Instant;
-
 use ciborium::Value;
 
 use super::Authenticator;
 use super::cbor::{self, RequestMap, read};
+use super::params::pin_uv_auth_protocol;
 use super::status::{CtapResult, StatusCode};
-use crate::pin::{Permissions, Protocol};
+use super::user_verification::RpScope;
+use crate::pin::Permissions;
 
-const ENABLE_ENTERPRISE_ATTESTATION: u64 = 0x01;
-const TOGGLE_ALWAYS_UV: u64 = 0x02;
-const SET_MIN_PIN_LENGTH: u64 = 0x03;
 /// getInfo maxRPIDsForSetMinPINLength.
 pub const MAX_MIN_PIN_LENGTH_RP_IDS: usize = 8;
+/// The longest PIN is 63 bytes, so no minimum above 63 code points can be met.
+const MAX_MIN_PIN_LENGTH: u64 = 63;
 
-pub(super) fn authenticator_config(auth: &mut Authenticator, params: &[u8]) -> CtapResult<()> {
-    if params.is_empty() {
-        return Err(StatusCode::MissingParameter);
-    }
-    let mut m = RequestMap::parse(params)?;
-    let sub = read::unsigned(read::required(m.take(0x01))?)?;
-    let sub_params = m.take(0x02).map(read::map).transpose()?;
-    let protocol = m.take(0x03).map(read::unsigned).transpose()?;
-    let param = m.take(0x04).map(read::bytes).transpose()?;
+enum SubCommand {
+    ToggleAlwaysUv,
+    /// Its subCommandParams, read after the token check (as §6.11 orders it).
+    SetMinPinLength(CtapResult<SetMinPinLength>),
+}
 
-    match sub {
-        TOGGLE_ALWAYS_UV | SET_MIN_PIN_LENGTH => {}
-        // Not supported: this key does not advertise "ep".
-        ENABLE_ENTERPRISE_ATTESTATION => return Err(StatusCode::InvalidSubcommand),
-        // vendorPrototype and unknown subcommands.
-        _ => return Err(StatusCode::InvalidSubcommand),
+/// setMinPINLength's subCommandParams (§6.11.4).
+struct SetMinPinLength {
+    new_min_pin_length: Option<u64>,
+    min_pin_length_rp_ids: Option<Vec<String>>,
+    force_change_pin: bool,
+}
+
+impl SetMinPinLength {
+    fn parse(params: Option<Vec<(Value, Value)>>) -> CtapResult<Self> {
+        let mut p = RequestMap::from_entries(params.unwrap_or_default());
+        let rp_ids = |v| -> CtapResult<Vec<String>> {
+            read::array(v)?.into_iter().map(read::text).collect()
+        };
+        Ok(SetMinPinLength {
+            new_min_pin_length: p.take(0x01).map(read::unsigned).transpose()?,
+            min_pin_length_rp_ids: p.take(0x02).map(rp_ids).transpose()?,
+            force_change_pin: p.take(0x03).map(read::boolean).transpose()? == Some(true),
+        })
     }
-    // A protected key needs a token with the acfg permission over
-    // 32×0xff ‖ 0x0d ‖ uint8(subCommand) ‖ subCommandParams.
-    if let Some(param) = param {
-        let protocol = Protocol::from_param(protocol.ok_or(StatusCode::MissingParameter)?)
-            .ok_or(StatusCode::InvalidParameter)?;
+}
+
+pub(super) struct ConfigRequest {
+    sub_command: SubCommand,
+    /// What the token authenticates: 32×0xff ‖ 0x0d ‖ uint8(subCommand) ‖
+    /// subCommandParams (canonical encoding).
+    message: Vec<u8>,
+    pin_uv_auth_protocol: Option<u64>,
+    pin_uv_auth_param: Option<Vec<u8>>,
+}
+
+impl ConfigRequest {
+    pub fn parse(params: &[u8]) -> CtapResult<Self> {
+        let mut m = RequestMap::parse(params)?;
+        let code = read::unsigned(m.required(0x01)?)?;
+        let sub_params = m.take(0x02).map(read::map).transpose()?;
+        let pin_uv_auth_protocol = m.take(0x03).map(read::unsigned).transpose()?;
+        let pin_uv_auth_param = m.take(0x04).map(read::bytes).transpose()?;
         let mut message = vec![0xff; 32];
-        message.push(0x0d);
-        message.push(sub as u8);
+        message.extend_from_slice(&[0x0d, code as u8]);
         if let Some(sp) = &sub_params {
             message.extend_from_slice(&cbor::encode(&Value::Map(sp.clone())));
         }
-        if !auth
-            .token
-            .verify(protocol, &message, &param, Instant::now())
-            || !auth.token.has_permission(Permissions::AUTHENTICATOR_CONFIG)
-        {
-            return Err(StatusCode::PinAuthInvalid);
-        }
+        let sub_command = match code {
+            0x02 => SubCommand::ToggleAlwaysUv,
+            0x03 => SubCommand::SetMinPinLength(SetMinPinLength::parse(sub_params)),
+            // enableEnterpriseAttestation (0x01): no "ep" here; vendorPrototype, unknown.
+            _ => return Err(StatusCode::InvalidSubcommand),
+        };
+        Ok(ConfigRequest {
+            sub_command,
+            message,
+            pin_uv_auth_protocol,
+            pin_uv_auth_param,
+        })
+    }
+}
+
+pub(super) fn authenticator_config(auth: &mut Authenticator, req: ConfigRequest) -> CtapResult<()> {
+    // A protected key needs a token with the acfg permission.
+    if let Some(param) = &req.pin_uv_auth_param {
+        let protocol = pin_uv_auth_protocol(req.pin_uv_auth_protocol)?;
+        let acfg = Permissions::AUTHENTICATOR_CONFIG;
+        auth.authorize(protocol, param, &req.message, acfg, RpScope::None)?;
     } else if auth.is_protected() {
         return Err(StatusCode::PuatRequired);
     }
-    let io = |e| {
-        tracing::error!("cannot persist configuration: {e}");
-        StatusCode::Other
-    };
-    match sub {
-        TOGGLE_ALWAYS_UV => {
-            auth.store
-                .update_pin(|p| p.always_uv = !p.always_uv)
-                .map_err(io)?;
-            tracing::info!("alwaysUv is now {}", auth.store.pin().always_uv);
+    match req.sub_command {
+        SubCommand::ToggleAlwaysUv => {
+            let on = auth.store.toggle_always_uv()?;
+            tracing::info!("alwaysUv is now {on}");
             Ok(())
         }
-        _ => {
-            let mut new_min = None;
-            let mut rp_ids = None;
-            let mut force = false;
-            for (k, v) in sub_params.unwrap_or_default() {
-                match k.as_integer().map(i128::from) {
-                    Some(0x01) => new_min = Some(read::unsigned(v)?),
-                    Some(0x02) => {
-                        let ids = read::array(v)?
-                            .into_iter()
-                            .map(read::text)
-                            .collect::<CtapResult<Vec<_>>>()?;
-                        rp_ids = Some(ids);
-                    }
-                    Some(0x03) => force = read::boolean(v)?,
-                    _ => {}
-                }
-            }
-            let current = auth.store.pin().min_pin_length;
-            let new_min = match new_min {
-                Some(n) if n > 63 => return Err(StatusCode::PinPolicyViolation),
-                Some(n) if (n as u8) < current => return Err(StatusCode::PinPolicyViolation),
-                Some(n) => n as u8,
-                None => current,
-            };
-            if rp_ids
-                .as_ref()
-                .is_some_and(|r| r.len() > MAX_MIN_PIN_LENGTH_RP_IDS)
-            {
-                return Err(StatusCode::PinPolicyViolation);
-            }
-            if force && !auth.pin_is_set() {
-                return Err(StatusCode::PinNotSet);
-            }
-            // A PIN shorter than the new minimum must be changed before its next use.
-            let pin_too_short = auth.pin_is_set() && auth.store.pin().code_points < new_min;
-            auth.store
-                .update_pin(|p| {
-                    p.min_pin_length = new_min;
-                    if let Some(ids) = rp_ids {
-                        p.min_pin_length_rp_ids = ids;
-                    }
-                    if force || pin_too_short {
-                        p.force_change = true;
-                    }
-                })
-                .map_err(io)?;
-            if force || pin_too_short {
-                auth.token.reset();
-            }
-            Ok(())
-        }
+        SubCommand::SetMinPinLength(params) => set_min_pin_length(auth, params?),
     }
+}
+
+/// §6.11.4: the minimum only grows; a PIN shorter than the new minimum, or
+/// forceChangePin, forces a PIN change before the next use (and voids the token).
+fn set_min_pin_length(auth: &mut Authenticator, p: SetMinPinLength) -> CtapResult<()> {
+    let current = auth.store.pin_status().min_pin_length;
+    let new_min = match p.new_min_pin_length {
+        Some(n) if n > MAX_MIN_PIN_LENGTH || n < u64::from(current) => {
+            return Err(StatusCode::PinPolicyViolation);
+        }
+        Some(n) => n as u8,
+        None => current,
+    };
+    if p.min_pin_length_rp_ids
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_MIN_PIN_LENGTH_RP_IDS)
+    {
+        return Err(StatusCode::PinPolicyViolation);
+    }
+    if p.force_change_pin && !auth.pin_is_set() {
+        return Err(StatusCode::PinNotSet);
+    }
+    let rp_ids = p.min_pin_length_rp_ids;
+    if auth
+        .store
+        .set_min_pin_length(new_min, rp_ids, p.force_change_pin)?
+    {
+        auth.state.token.reset();
+    }
+    Ok(())
 }

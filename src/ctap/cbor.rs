@@ -110,14 +110,22 @@ impl MapBuilder {
     pub fn build(self) -> Value {
         Value::Map(self.0)
     }
+    /// The map, or `None` if it has no members.
+    pub fn build_non_empty(self) -> Option<Value> {
+        (!self.0.is_empty()).then(|| self.build())
+    }
 }
 
 /// A request's top-level map, read member by member. Integer keys per §6.
 pub struct RequestMap(Vec<(Value, Value)>);
 
 impl RequestMap {
-    /// The parameters of a command: a CBOR map, or CBOR_UNEXPECTED_TYPE.
+    /// The parameters of a command that takes some: none at all is MISSING_PARAMETER,
+    /// anything but a CBOR map CBOR_UNEXPECTED_TYPE.
     pub fn parse(bytes: &[u8]) -> CtapResult<RequestMap> {
+        if bytes.is_empty() {
+            return Err(StatusCode::MissingParameter);
+        }
         match decode(bytes)? {
             Value::Map(m) => Ok(RequestMap(m)),
             _ => Err(StatusCode::CborUnexpectedType),
@@ -127,6 +135,11 @@ impl RequestMap {
     /// A nested parameter map (subCommandParams), read the same way.
     pub fn from_entries(entries: Vec<(Value, Value)>) -> RequestMap {
         RequestMap(entries)
+    }
+
+    /// Removes and returns the member `key`, which must be there (MISSING_PARAMETER).
+    pub fn required(&mut self, key: i64) -> CtapResult<Value> {
+        self.take(key).ok_or(StatusCode::MissingParameter)
     }
 
     /// Removes and returns the member with integer key `key`.
@@ -139,14 +152,19 @@ impl RequestMap {
     }
 }
 
-/// Typed readers for a member that must be present (MISSING_PARAMETER) and of one type
-/// (CBOR_UNEXPECTED_TYPE).
+/// A command that takes no parameters got some: CTAP1_ERR_INVALID_LENGTH.
+pub fn no_parameters(params: &[u8]) -> CtapResult<()> {
+    if params.is_empty() {
+        Ok(())
+    } else {
+        Err(StatusCode::InvalidLength)
+    }
+}
+
+/// Typed readers for a member of one type (else CBOR_UNEXPECTED_TYPE).
 pub mod read {
     use super::*;
 
-    pub fn required(v: Option<Value>) -> CtapResult<Value> {
-        v.ok_or(StatusCode::MissingParameter)
-    }
     pub fn bytes(v: Value) -> CtapResult<Vec<u8>> {
         match v {
             Value::Bytes(b) => Ok(b),

@@ -8,7 +8,9 @@
 //! Layout: version (1) ‖ nonce (12) ‖ AES-GCM(alg, flags, credProtect, secret[32]) ‖ tag (16)
 //! = 64 bytes. The version byte is in the associated data too.
 
+use super::extensions::CredProtect;
 use crate::crypto::{Algorithm, CredentialKey, seal};
+use crate::store::PrivateKey;
 
 const VERSION: u8 = 1;
 const PLAINTEXT_LEN: usize = 3 + 32;
@@ -23,8 +25,7 @@ pub struct CredentialSource {
     alg: Algorithm,
     secret: zeroize::Zeroizing<[u8; 32]>,
     pub discoverable: bool,
-    /// credProtect level 1–3 (CTAP 2.1 §12.1); 1 when not requested.
-    pub cred_protect: u8,
+    pub cred_protect: CredProtect,
 }
 
 impl CredentialSource {
@@ -32,6 +33,21 @@ impl CredentialSource {
     /// key, which our own sealing never produces.
     pub fn key(&self) -> Option<CredentialKey> {
         CredentialKey::from_secret(self.alg, &self.secret)
+    }
+
+    /// A stored credential that holds its own private key (imported under an ID of the
+    /// caller's choosing). `None` for a credProtect level outside 1–3.
+    pub fn from_stored(
+        key: &PrivateKey,
+        discoverable: bool,
+        cred_protect: u8,
+    ) -> Option<CredentialSource> {
+        Some(CredentialSource {
+            alg: key.algorithm,
+            secret: key.secret.clone(),
+            discoverable,
+            cred_protect: CredProtect::from_level(cred_protect.into())?,
+        })
     }
 }
 
@@ -47,12 +63,12 @@ pub fn seal(
     rp_id_hash: &[u8; 32],
     key: &CredentialKey,
     discoverable: bool,
-    cred_protect: u8,
+    cred_protect: CredProtect,
 ) -> Vec<u8> {
     let mut pt = zeroize::Zeroizing::new([0u8; PLAINTEXT_LEN]);
     pt[0] = key.algorithm().tag();
     pt[1] = if discoverable { FLAG_DISCOVERABLE } else { 0 };
-    pt[2] = cred_protect;
+    pt[2] = cred_protect.level();
     pt[3..].copy_from_slice(&*key.secret());
     let mut id = vec![VERSION];
     id.extend_from_slice(&seal::seal(wrapping_key, &aad(rp_id_hash), &*pt));
@@ -71,15 +87,11 @@ pub fn open(wrapping_key: &[u8; 32], rp_id_hash: &[u8; 32], id: &[u8]) -> Option
     let alg = Algorithm::from_tag(pt[0])?;
     let mut secret = zeroize::Zeroizing::new([0u8; 32]);
     secret.copy_from_slice(&pt[3..]);
-    let cred_protect = pt[2];
-    if !(1..=3).contains(&cred_protect) {
-        return None;
-    }
     Some(CredentialSource {
         alg,
         secret,
         discoverable: pt[1] & FLAG_DISCOVERABLE != 0,
-        cred_protect,
+        cred_protect: CredProtect::from_level(pt[2].into())?,
     })
 }
 
@@ -92,12 +104,13 @@ mod tests {
         let wk = [3u8; 32];
         let rp = [4u8; 32];
         let key = CredentialKey::generate(Algorithm::EdDsa);
-        let id = seal(&wk, &rp, &key, true, 2);
+        let level = CredProtect::UserVerificationOptionalWithCredentialIdList;
+        let id = seal(&wk, &rp, &key, true, level);
         assert_eq!(id.len(), CREDENTIAL_ID_LEN);
         let back = open(&wk, &rp, &id).unwrap();
         assert_eq!(back.key().unwrap().cose_public_key(), key.cose_public_key());
         assert!(back.discoverable);
-        assert_eq!(back.cred_protect, 2);
+        assert_eq!(back.cred_protect, level);
         assert!(open(&wk, &[5u8; 32], &id).is_none(), "other RP");
         assert!(
             open(&[9u8; 32], &rp, &id).is_none(),

@@ -4,277 +4,318 @@
 //! an RP-bound token acts only on its RP.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
 
 use ciborium::Value;
 
 use super::Authenticator;
 use super::cbor::{self, MapBuilder, RequestMap, read};
-use super::params::{CredentialDescriptor, UserEntity};
+use super::dispatcher::Response;
+use super::events::Event;
+use super::params::{CredentialDescriptor, UserEntity, pin_uv_auth_protocol};
+use super::runtime::StatefulCommand;
 use super::status::{CtapResult, StatusCode};
+use super::user_verification::RpScope;
 use crate::crypto;
-use crate::pin::{Permissions, Protocol};
-use crate::store::{MAX_DISCOVERABLE, StoredCredential};
+use crate::pin::Permissions;
+use crate::store::{Credential, RpInfo};
 
-const GET_CREDS_METADATA: u64 = 0x01;
-const ENUMERATE_RPS_BEGIN: u64 = 0x02;
-const ENUMERATE_RPS_NEXT: u64 = 0x03;
-const ENUMERATE_CREDENTIALS_BEGIN: u64 = 0x04;
-const ENUMERATE_CREDENTIALS_NEXT: u64 = 0x05;
-const DELETE_CREDENTIAL: u64 = 0x06;
-const UPDATE_USER_INFORMATION: u64 = 0x07;
-
-/// An enumeration is valid only right after its begin (or previous next) and for 30 s.
-const ENUMERATION_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub enum EnumerationState {
-    Rps {
-        remaining: VecDeque<(String, Option<String>)>,
-        deadline: Instant,
+enum SubCommand {
+    GetCredsMetadata,
+    EnumerateRpsBegin,
+    EnumerateRpsGetNextRp,
+    EnumerateCredentialsBegin {
+        rp_id_hash: Vec<u8>,
     },
-    Credentials {
-        remaining: VecDeque<Vec<u8>>,
-        deadline: Instant,
+    EnumerateCredentialsGetNextCredential,
+    DeleteCredential {
+        credential_id: Vec<u8>,
     },
+    UpdateUserInformation {
+        credential_id: Vec<u8>,
+        user: UserEntity,
+    },
+}
+
+impl SubCommand {
+    /// The subcommand `code` with its subCommandParams. An unknown code is an error at
+    /// once; an error in the parameters is for after the token check (§6.8: verify
+    /// first), so it comes back inside.
+    fn parse(code: u64, params: Option<RequestMap>) -> CtapResult<CtapResult<SubCommand>> {
+        Ok(match code {
+            0x01 => Ok(SubCommand::GetCredsMetadata),
+            0x02 => Ok(SubCommand::EnumerateRpsBegin),
+            0x03 => Ok(SubCommand::EnumerateRpsGetNextRp),
+            0x05 => Ok(SubCommand::EnumerateCredentialsGetNextCredential),
+            0x04 | 0x06 | 0x07 => Self::with_params(code, params),
+            _ => return Err(StatusCode::InvalidSubcommand),
+        })
+    }
+
+    fn with_params(code: u64, params: Option<RequestMap>) -> CtapResult<SubCommand> {
+        let mut p = params.ok_or(StatusCode::MissingParameter)?;
+        Ok(match code {
+            0x04 => SubCommand::EnumerateCredentialsBegin {
+                rp_id_hash: read::bytes(p.required(0x01)?)?,
+            },
+            0x06 => SubCommand::DeleteCredential {
+                credential_id: CredentialDescriptor::parse(p.required(0x02)?)?.id,
+            },
+            _ => SubCommand::UpdateUserInformation {
+                credential_id: CredentialDescriptor::parse(p.required(0x02)?)?.id,
+                user: UserEntity::parse(p.required(0x03)?)?,
+            },
+        })
+    }
+}
+
+pub(super) struct CredentialManagementRequest {
+    sub_command: CtapResult<SubCommand>,
+    /// What the token authenticates: subCommand ‖ subCommandParams, the latter in its
+    /// canonical encoding (platforms must send canonical CBOR, so it is what they sent).
+    message: Vec<u8>,
+    pin_uv_auth_protocol: Option<u64>,
+    pin_uv_auth_param: Option<Vec<u8>>,
+}
+
+impl CredentialManagementRequest {
+    pub fn parse(params: &[u8]) -> CtapResult<Self> {
+        let mut m = RequestMap::parse(params)?;
+        let code = read::unsigned(m.required(0x01)?)?;
+        let sub_params = m.take(0x02).map(read::map).transpose()?;
+        let pin_uv_auth_protocol = m.take(0x03).map(read::unsigned).transpose()?;
+        let pin_uv_auth_param = m.take(0x04).map(read::bytes).transpose()?;
+        let mut message = vec![code as u8];
+        if let Some(sp) = &sub_params {
+            message.extend_from_slice(&cbor::encode(&Value::Map(sp.clone())));
+        }
+        let sub_params = sub_params.map(RequestMap::from_entries);
+        Ok(CredentialManagementRequest {
+            sub_command: SubCommand::parse(code, sub_params)?,
+            message,
+            pin_uv_auth_protocol,
+            pin_uv_auth_param,
+        })
+    }
+}
+
+#[derive(Default)]
+pub(super) struct CredentialManagementResponse {
+    existing_resident_credentials_count: Option<usize>,
+    max_possible_remaining_resident_credentials_count: Option<usize>,
+    rp: Option<RpInfo>,
+    total_rps: Option<usize>,
+    user: Option<UserEntity>,
+    credential_id: Option<Vec<u8>>,
+    public_key: Option<Value>,
+    total_credentials: Option<usize>,
+    cred_protect: Option<u8>,
+}
+
+impl Response for CredentialManagementResponse {
+    fn encode(self) -> Option<Value> {
+        let count = |n: Option<usize>| n.map(|n| n as u64);
+        let rp_id_hash = self
+            .rp
+            .as_ref()
+            .map(|rp| Value::Bytes(crypto::sha256(rp.id.as_bytes()).to_vec()));
+        let rp = self.rp.map(|rp| {
+            MapBuilder::new()
+                .text("id", rp.id)
+                .text_opt("name", rp.name)
+                .build()
+        });
+        MapBuilder::new()
+            .int_opt(0x01, count(self.existing_resident_credentials_count))
+            .int_opt(
+                0x02,
+                count(self.max_possible_remaining_resident_credentials_count),
+            )
+            .int_opt(0x03, rp)
+            .int_opt(0x04, rp_id_hash)
+            .int_opt(0x05, count(self.total_rps))
+            .int_opt(0x06, self.user.map(UserEntity::encode))
+            .int_opt(
+                0x07,
+                self.credential_id
+                    .map(CredentialDescriptor::encode_public_key),
+            )
+            .int_opt(0x08, self.public_key)
+            .int_opt(0x09, count(self.total_credentials))
+            .int_opt(0x0a, self.cred_protect)
+            .build_non_empty()
+    }
 }
 
 pub(super) fn credential_management(
     auth: &mut Authenticator,
-    params: &[u8],
-) -> CtapResult<Option<Value>> {
-    // §6.8: an enumeration survives only while its GetNext subcommands follow each
-    // other. Taken here, so any other subcommand (or a malformed request) ends it.
-    let enumeration = auth.enumeration.take();
-    if params.is_empty() {
-        return Err(StatusCode::MissingParameter);
-    }
-    let mut m = RequestMap::parse(params)?;
-    let sub = read::unsigned(read::required(m.take(0x01))?)?;
-    let sub_params = m
-        .take(0x02)
-        .map(|v| read::map(v).map(Value::Map))
-        .transpose()?;
-    let protocol = m.take(0x03).map(read::unsigned).transpose()?;
-    let param = m.take(0x04).map(read::bytes).transpose()?;
-
-    match sub {
-        ENUMERATE_RPS_NEXT => return next_rp(auth, enumeration).map(Some),
-        ENUMERATE_CREDENTIALS_NEXT => return next_credential(auth, enumeration).map(Some),
-        GET_CREDS_METADATA
-        | ENUMERATE_RPS_BEGIN
-        | ENUMERATE_CREDENTIALS_BEGIN
-        | DELETE_CREDENTIAL
-        | UPDATE_USER_INFORMATION => {}
-        _ => return Err(StatusCode::InvalidSubcommand),
-    }
-    // Authorisation: verify(token, subCommand ‖ subCommandParams) with the cm permission.
-    let param = param.ok_or(StatusCode::PuatRequired)?;
-    let protocol = Protocol::from_param(protocol.ok_or(StatusCode::MissingParameter)?)
-        .ok_or(StatusCode::InvalidParameter)?;
-    let mut message = vec![sub as u8];
-    if let Some(sp) = &sub_params {
-        message.extend_from_slice(&cbor::encode(sp));
-    }
-    if !auth
-        .token
-        .verify(protocol, &message, &param, Instant::now())
-        || !auth
-            .token
-            .has_permission(Permissions::CREDENTIAL_MANAGEMENT)
-    {
-        return Err(StatusCode::PinAuthInvalid);
-    }
-    let mut sp = match sub_params {
-        Some(Value::Map(m)) => Some(RequestMap::from_entries(m)),
-        _ => None,
+    req: CredentialManagementRequest,
+    enumeration: Option<StatefulCommand>,
+) -> CtapResult<CredentialManagementResponse> {
+    let sub = match req.sub_command {
+        Ok(SubCommand::EnumerateRpsGetNextRp) => return next_rp(auth, enumeration),
+        Ok(SubCommand::EnumerateCredentialsGetNextCredential) => {
+            return next_credential(auth, enumeration);
+        }
+        sub => sub,
     };
-    match sub {
-        GET_CREDS_METADATA => {
-            require_unbound(auth)?;
-            let n = auth.store.discoverable_count();
-            Ok(Some(
-                MapBuilder::new()
-                    .int(0x01, Value::Integer((n as u64).into()))
-                    .int(
-                        0x02,
-                        Value::Integer((MAX_DISCOVERABLE.saturating_sub(n) as u64).into()),
-                    )
-                    .build(),
-            ))
+    // The discoverable credential a delete or update names: the token must allow its RP.
+    let named = match &sub {
+        Ok(
+            SubCommand::DeleteCredential { credential_id }
+            | SubCommand::UpdateUserInformation { credential_id, .. },
+        ) => auth.store.get_credential(credential_id),
+        _ => None,
+    }
+    .filter(|c| c.discoverable);
+    let rp = match (&sub, &named) {
+        (Ok(SubCommand::GetCredsMetadata | SubCommand::EnumerateRpsBegin), _) => RpScope::All,
+        (Ok(SubCommand::EnumerateCredentialsBegin { rp_id_hash }), _) => {
+            RpScope::IdHash(rp_id_hash)
         }
-        ENUMERATE_RPS_BEGIN => {
-            require_unbound(auth)?;
-            let mut rps: Vec<(String, Option<String>)> = Vec::new();
-            for c in auth.store.all_credentials() {
-                if !rps.iter().any(|(id, _)| *id == c.rp_id) {
-                    rps.push((c.rp_id.clone(), c.rp_name.clone()));
-                }
-            }
-            let total = rps.len();
-            let mut remaining: VecDeque<_> = rps.into();
-            let first = remaining.pop_front().ok_or(StatusCode::NoCredentials)?;
-            if !remaining.is_empty() {
-                auth.enumeration = Some(EnumerationState::Rps {
-                    remaining,
-                    deadline: Instant::now() + ENUMERATION_TIMEOUT,
-                });
-            }
-            Ok(Some(rp_response(&first, Some(total))))
+        (_, Some(c)) => RpScope::Id(&c.rp_id),
+        _ => RpScope::None,
+    };
+    let param = req.pin_uv_auth_param.ok_or(StatusCode::PuatRequired)?;
+    let protocol = pin_uv_auth_protocol(req.pin_uv_auth_protocol)?;
+    let cm = Permissions::CREDENTIAL_MANAGEMENT;
+    auth.authorize(protocol, &param, &req.message, cm, rp)?;
+
+    match sub? {
+        SubCommand::GetCredsMetadata => Ok(CredentialManagementResponse {
+            existing_resident_credentials_count: Some(auth.store.discoverable_count()),
+            max_possible_remaining_resident_credentials_count: Some(
+                auth.store.remaining_capacity(),
+            ),
+            ..Default::default()
+        }),
+        SubCommand::EnumerateRpsBegin => enumerate_rps_begin(auth),
+        SubCommand::EnumerateCredentialsBegin { rp_id_hash } => {
+            enumerate_credentials_begin(auth, &rp_id_hash)
         }
-        ENUMERATE_CREDENTIALS_BEGIN => {
-            let sp = sp.as_mut().ok_or(StatusCode::MissingParameter)?;
-            let rp_id_hash = read::bytes(read::required(sp.take(0x01))?)?;
-            if let Some(bound) = auth.token.rp_id()
-                && crypto::sha256(bound.as_bytes())[..] != rp_id_hash[..]
-            {
-                return Err(StatusCode::PinAuthInvalid);
-            }
-            let mut creds: Vec<&StoredCredential> = auth
-                .store
-                .all_credentials()
-                .iter()
-                .filter(|c| crypto::sha256(c.rp_id.as_bytes())[..] == rp_id_hash[..])
-                .collect();
-            creds.sort_by_key(|c| std::cmp::Reverse(c.created));
-            let total = creds.len();
-            let mut remaining: VecDeque<Vec<u8>> = creds.iter().map(|c| c.id.clone()).collect();
-            let first = remaining.pop_front().ok_or(StatusCode::NoCredentials)?;
-            if !remaining.is_empty() {
-                auth.enumeration = Some(EnumerationState::Credentials {
-                    remaining,
-                    deadline: Instant::now() + ENUMERATION_TIMEOUT,
-                });
-            }
-            credential_response(auth, &first, Some(total)).map(Some)
+        SubCommand::DeleteCredential { .. } => {
+            let c = named.ok_or(StatusCode::NoCredentials)?;
+            auth.store.delete_credential(&c.id)?;
+            auth.config.events.emit(Event::CredentialDeleted {
+                credential_id: c.id,
+            });
+            Ok(CredentialManagementResponse::default())
         }
-        DELETE_CREDENTIAL => {
-            let sp = sp.as_mut().ok_or(StatusCode::MissingParameter)?;
-            let d = CredentialDescriptor::parse(read::required(sp.take(0x02))?)?;
-            let rp_id = auth
-                .store
-                .credential(&d.id)
-                .map(|c| c.rp_id.clone())
-                .ok_or(StatusCode::NoCredentials)?;
-            if !auth.token.allows_rp(&rp_id) {
-                return Err(StatusCode::PinAuthInvalid);
-            }
-            auth.store.delete_credential(&d.id).map_err(|e| {
-                tracing::error!("cannot delete credential: {e}");
-                StatusCode::Other
-            })?;
-            Ok(None)
-        }
-        UPDATE_USER_INFORMATION => {
-            let sp = sp.as_mut().ok_or(StatusCode::MissingParameter)?;
-            let d = CredentialDescriptor::parse(read::required(sp.take(0x02))?)?;
-            let user = UserEntity::parse(read::required(sp.take(0x03))?)?;
-            let c = auth
-                .store
-                .credential(&d.id)
-                .ok_or(StatusCode::NoCredentials)?;
-            if !auth.token.allows_rp(&c.rp_id) {
-                return Err(StatusCode::PinAuthInvalid);
-            }
+        SubCommand::UpdateUserInformation { user, .. } => {
+            let c = named.ok_or(StatusCode::NoCredentials)?;
             // The user handle is the account's identity: it cannot change.
             if c.user_id != user.id {
                 return Err(StatusCode::InvalidParameter);
             }
             auth.store
-                .update_user(&d.id, user.name, user.display_name)
-                .map_err(|e| {
-                    tracing::error!("cannot update credential: {e}");
-                    StatusCode::Other
-                })?;
-            Ok(None)
+                .update_user(&c.id, user.name, user.display_name)?;
+            if let Some(updated) = auth.credential(&c.id, None) {
+                auth.config
+                    .events
+                    .emit(Event::CredentialUpdated(updated.info));
+            }
+            Ok(CredentialManagementResponse::default())
         }
-        _ => Err(StatusCode::InvalidSubcommand),
+        // Answered above, without a token.
+        SubCommand::EnumerateRpsGetNextRp | SubCommand::EnumerateCredentialsGetNextCredential => {
+            Err(StatusCode::NotAllowed)
+        }
     }
 }
 
-/// getCredsMetadata and enumerateRPs need a token that is not bound to one RP.
-fn require_unbound(auth: &Authenticator) -> CtapResult<()> {
-    if auth.token.rp_id().is_some() {
-        Err(StatusCode::PinAuthInvalid)
-    } else {
-        Ok(())
+/// enumerateRPsBegin (§6.8.3): the first RP and their number; the rest follow.
+fn enumerate_rps_begin(auth: &mut Authenticator) -> CtapResult<CredentialManagementResponse> {
+    let rps: VecDeque<RpInfo> = auth.store.rps().into();
+    if rps.is_empty() {
+        return Err(StatusCode::NoCredentials);
     }
+    let total = rps.len();
+    let mut resp = next_rp(auth, Some(StatefulCommand::EnumerateRps(rps)))?;
+    resp.total_rps = Some(total);
+    Ok(resp)
 }
 
-fn rp_response((id, name): &(String, Option<String>), total: Option<usize>) -> Value {
-    let rp = MapBuilder::new()
-        .text("id", id.as_str())
-        .text_opt("name", name.as_deref())
-        .build();
-    MapBuilder::new()
-        .int(0x03, rp)
-        .int(0x04, Value::Bytes(crypto::sha256(id.as_bytes()).to_vec()))
-        .int_opt(0x05, total.map(|t| Value::Integer((t as u64).into())))
-        .build()
+/// enumerateCredentialsBegin (§6.8.4): the RP's first credential (most recent) and
+/// their number; the rest follow.
+fn enumerate_credentials_begin(
+    auth: &mut Authenticator,
+    rp_id_hash: &[u8],
+) -> CtapResult<CredentialManagementResponse> {
+    let ids: VecDeque<Vec<u8>> = match <[u8; 32]>::try_from(rp_id_hash) {
+        Ok(hash) => auth.store.discoverable_for_rp(&hash),
+        Err(_) => Vec::new(),
+    }
+    .into_iter()
+    .map(|c| c.id)
+    .collect();
+    if ids.is_empty() {
+        return Err(StatusCode::NoCredentials);
+    }
+    let total = ids.len();
+    let mut resp = next_credential(auth, Some(StatefulCommand::EnumerateCredentials(ids)))?;
+    resp.total_credentials = Some(total);
+    Ok(resp)
 }
 
-fn credential_response(auth: &Authenticator, id: &[u8], total: Option<usize>) -> CtapResult<Value> {
-    let c = auth.store.credential(id).ok_or(StatusCode::NoCredentials)?;
-    let rp_id_hash = crypto::sha256(c.rp_id.as_bytes());
-    let src = super::credential_id::open(auth.store.wrapping_key(), &rp_id_hash, id)
-        .ok_or(StatusCode::Other)?;
-    let user = MapBuilder::new()
-        .text("id", Value::Bytes(c.user_id.clone()))
-        .text_opt("name", c.user_name.as_deref())
-        .text_opt("displayName", c.user_display_name.as_deref())
-        .build();
-    Ok(MapBuilder::new()
-        .int(0x06, user)
-        .int(
-            0x07,
-            MapBuilder::new()
-                .text("id", Value::Bytes(id.to_vec()))
-                .text("type", "public-key")
-                .build(),
-        )
-        .int(0x08, src.key().ok_or(StatusCode::Other)?.cose_public_key())
-        .int_opt(0x09, total.map(|t| Value::Integer((t as u64).into())))
-        .int(0x0a, Value::Integer(c.cred_protect.into()))
-        .build())
-}
-
-fn next_rp(auth: &mut Authenticator, state: Option<EnumerationState>) -> CtapResult<Value> {
-    let Some(EnumerationState::Rps {
-        mut remaining,
-        deadline,
-    }) = state
-    else {
+/// enumerateRPsGetNextRP (§6.8.3), and the first RP of enumerateRPsBegin.
+fn next_rp(
+    auth: &mut Authenticator,
+    state: Option<StatefulCommand>,
+) -> CtapResult<CredentialManagementResponse> {
+    let Some(StatefulCommand::EnumerateRps(mut remaining)) = state else {
         return Err(StatusCode::NotAllowed);
     };
-    if Instant::now() > deadline {
-        return Err(StatusCode::NotAllowed);
-    }
     let rp = remaining.pop_front().ok_or(StatusCode::NotAllowed)?;
     if !remaining.is_empty() {
-        auth.enumeration = Some(EnumerationState::Rps {
-            remaining,
-            deadline: Instant::now() + ENUMERATION_TIMEOUT,
-        });
+        let now = auth.now();
+        auth.state
+            .begin_stateful(StatefulCommand::EnumerateRps(remaining), now);
     }
-    Ok(rp_response(&rp, None))
+    Ok(CredentialManagementResponse {
+        rp: Some(rp),
+        ..Default::default()
+    })
 }
 
-fn next_credential(auth: &mut Authenticator, state: Option<EnumerationState>) -> CtapResult<Value> {
-    let Some(EnumerationState::Credentials {
-        mut remaining,
-        deadline,
-    }) = state
-    else {
+/// enumerateCredentialsGetNextCredential (§6.8.4), and the first credential of
+/// enumerateCredentialsBegin.
+fn next_credential(
+    auth: &mut Authenticator,
+    state: Option<StatefulCommand>,
+) -> CtapResult<CredentialManagementResponse> {
+    let Some(StatefulCommand::EnumerateCredentials(mut remaining)) = state else {
         return Err(StatusCode::NotAllowed);
     };
-    if Instant::now() > deadline {
-        return Err(StatusCode::NotAllowed);
-    }
     let id = remaining.pop_front().ok_or(StatusCode::NotAllowed)?;
     if !remaining.is_empty() {
-        auth.enumeration = Some(EnumerationState::Credentials {
-            remaining,
-            deadline: Instant::now() + ENUMERATION_TIMEOUT,
-        });
+        let now = auth.now();
+        auth.state
+            .begin_stateful(StatefulCommand::EnumerateCredentials(remaining), now);
     }
-    credential_response(auth, &id, None)
+    let c = auth
+        .store
+        .get_credential(&id)
+        .ok_or(StatusCode::NoCredentials)?;
+    credential_response(auth, c)
+}
+
+fn credential_response(
+    auth: &Authenticator,
+    c: Credential,
+) -> CtapResult<CredentialManagementResponse> {
+    let rp_id_hash = crypto::sha256(c.rp_id.as_bytes());
+    let source = auth
+        .find_credential(&rp_id_hash, &c.id)
+        .ok_or(StatusCode::Other)?;
+    let key = source.key().ok_or(StatusCode::Other)?;
+    Ok(CredentialManagementResponse {
+        user: Some(UserEntity {
+            id: c.user_id,
+            name: c.user_name,
+            display_name: c.user_display_name,
+        }),
+        credential_id: Some(c.id),
+        public_key: Some(key.cose_public_key()),
+        cred_protect: Some(c.cred_protect),
+        ..Default::default()
+    })
 }

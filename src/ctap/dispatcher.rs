@@ -1,14 +1,35 @@
-//! Routes a CTAP message to its command handler (§6, §8.1).
+//! Routes a CTAP message to its command (§6, §8.1): the request is parsed into the
+//! command's request type, the handler runs, its response type is encoded.
 
 use ciborium::Value;
 
+use super::authenticator_config::{ConfigRequest, authenticator_config};
+use super::client_pin::{ClientPinRequest, client_pin};
+use super::credential_management::{CredentialManagementRequest, credential_management};
+use super::get_assertion::{GetAssertionRequest, get_assertion};
+use super::get_info::get_info;
+use super::get_next_assertion::get_next_assertion;
+use super::make_credential::{MakeCredentialRequest, make_credential};
 use super::presence::RequestContext;
+use super::reset::reset;
+use super::selection::selection;
 use super::status::{CtapResult, StatusCode};
-use super::{
-    Authenticator, CommandCode, MAX_MSG_SIZE, authenticator_config, client_pin,
-    credential_management, get_assertion, get_info, get_next_assertion, make_credential, reset,
-    selection,
-};
+use super::{Authenticator, CommandCode, MAX_MSG_SIZE};
+
+/// A command's response: its CBOR map, or `None` for a bare status (§8).
+pub(super) trait Response {
+    fn encode(self) -> Option<Value>;
+}
+
+impl Response for () {
+    fn encode(self) -> Option<Value> {
+        None
+    }
+}
+
+fn respond(r: CtapResult<impl Response>) -> CtapResult<Option<Value>> {
+    r.map(Response::encode)
+}
 
 /// Runs the command in `request`. `Ok(None)` is success with no response data.
 pub(super) fn dispatch(
@@ -34,31 +55,31 @@ pub(super) fn dispatch(
     const CONFIG: u8 = CommandCode::Config as u8;
     const CM_PREVIEW: u8 = CommandCode::CredentialManagementPreview as u8;
 
-    // §6.3: getNextAssertion state survives only until a command of another kind.
-    if cmd != GNA {
-        auth.next_assertion = None;
-    }
-    // §6.8: any other command ends a credentialManagement enumeration (which subcommands
-    // keep it is credential_management's business).
-    if !matches!(cmd, CM | CM_PREVIEW) {
-        auth.enumeration = None;
-    }
+    // §6.3, §6.8: every command ends the stateful command in progress; the one that
+    // continues it (getNextAssertion, a credentialManagement GetNext) gets it here and
+    // starts it again.
+    let stateful = auth.state.take_stateful(auth.now());
     match cmd {
-        MC => make_credential::make_credential(auth, params, ctx).map(Some),
-        GA => get_assertion::get_assertion(auth, params, ctx).map(Some),
-        GI => {
-            // getInfo takes no parameters (§6.4).
-            if !params.is_empty() {
-                return Err(StatusCode::InvalidLength);
-            }
-            Ok(Some(get_info::get_info(auth)))
+        MC => respond(make_credential(
+            auth,
+            MakeCredentialRequest::parse(params)?,
+            ctx,
+        )),
+        GA => respond(get_assertion(
+            auth,
+            GetAssertionRequest::parse(params)?,
+            ctx,
+        )),
+        GI => respond(get_info(auth, params)),
+        PIN => respond(client_pin(auth, ClientPinRequest::parse(params)?, ctx)),
+        RESET => respond(reset(auth, params, ctx)),
+        GNA => respond(get_next_assertion(auth, params, stateful)),
+        CM | CM_PREVIEW => {
+            let req = CredentialManagementRequest::parse(params)?;
+            respond(credential_management(auth, req, stateful))
         }
-        PIN => client_pin::client_pin(auth, params, ctx),
-        RESET => reset::reset(auth, params, ctx).map(|()| None),
-        GNA => get_next_assertion::get_next_assertion(auth, params).map(Some),
-        CM | CM_PREVIEW => credential_management::credential_management(auth, params),
-        SEL => selection::selection(auth, params, ctx).map(|()| None),
-        CONFIG => authenticator_config::authenticator_config(auth, params).map(|()| None),
+        SEL => respond(selection(auth, params, ctx)),
+        CONFIG => respond(authenticator_config(auth, ConfigRequest::parse(params)?)),
         _ => Err(StatusCode::InvalidCommand),
     }
 }

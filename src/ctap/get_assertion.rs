@@ -1,84 +1,121 @@
 //! authenticatorGetAssertion (0x02), CTAP 2.1 §6.2.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use ciborium::Value;
 
 use super::Authenticator;
 use super::auth_data::{self, FLAG_UP, FLAG_UV};
 use super::cbor::{MapBuilder, RequestMap, read};
-use super::credential_id::CredentialSource;
-use super::get_next_assertion::{NEXT_ASSERTION_TIMEOUT, NextAssertionState};
-use super::params::{CredentialDescriptor, Options};
-use super::presence::RequestContext;
+use super::dispatcher::Response;
+use super::events::{CredentialInfo, Event};
+use super::extensions::{CredProtect, GetAssertionExtensions};
+use super::get_next_assertion::PendingAssertions;
+use super::params::{CredentialDescriptor, Options, UserEntity};
+use super::presence::{RequestContext, Touch};
+use super::runtime::StatefulCommand;
 use super::status::{CtapResult, StatusCode};
 use super::user_verification::{Operation, UvRequest};
 use crate::crypto;
 
+pub(super) struct GetAssertionRequest {
+    rp_id: String,
+    client_data_hash: Vec<u8>,
+    allow_list: Vec<CredentialDescriptor>,
+    /// Parsed with the request; an error in them is reported at step 10, where the
+    /// extensions are processed.
+    extensions: CtapResult<GetAssertionExtensions>,
+    options: Options,
+    pin_uv_auth_param: Option<Vec<u8>>,
+    pin_uv_auth_protocol: Option<u64>,
+}
+
+impl GetAssertionRequest {
+    pub fn parse(params: &[u8]) -> CtapResult<Self> {
+        let mut m = RequestMap::parse(params)?;
+        let rp_id = read::text(m.required(0x01)?)?;
+        let client_data_hash = read::bytes(m.required(0x02)?)?;
+        let allow_list = CredentialDescriptor::parse_list(m.take(0x03))?;
+        let extensions = m.take(0x04).map(read::map).transpose()?;
+        Ok(GetAssertionRequest {
+            rp_id,
+            client_data_hash,
+            allow_list,
+            extensions: GetAssertionExtensions::parse(extensions.unwrap_or_default()),
+            options: Options::parse(m.take(0x05))?,
+            pin_uv_auth_param: m.take(0x06).map(read::bytes).transpose()?,
+            pin_uv_auth_protocol: m.take(0x07).map(read::unsigned).transpose()?,
+        })
+    }
+}
+
+/// One assertion: getAssertion's response, and getNextAssertion's.
+pub(super) struct GetAssertionResponse {
+    credential_id: Vec<u8>,
+    auth_data: Vec<u8>,
+    signature: Vec<u8>,
+    /// For a discoverable credential.
+    user: Option<UserEntity>,
+    /// Without an allowList, in the first response only.
+    number_of_credentials: Option<usize>,
+}
+
+impl Response for GetAssertionResponse {
+    fn encode(self) -> Option<Value> {
+        MapBuilder::new()
+            .int(
+                0x01,
+                CredentialDescriptor::encode_public_key(self.credential_id),
+            )
+            .int(0x02, Value::Bytes(self.auth_data))
+            .int(0x03, Value::Bytes(self.signature))
+            .int_opt(0x04, self.user.map(UserEntity::encode))
+            .int_opt(0x05, self.number_of_credentials.map(|n| n as u64))
+            .build()
+            .into()
+    }
+}
+
+/// What every assertion of one getAssertion shares; getNextAssertion keeps it.
+pub(super) struct AssertionContext {
+    pub rp_id: String,
+    pub rp_id_hash: [u8; 32],
+    pub client_data_hash: Vec<u8>,
+    /// UP and UV; BE and BS are each credential's.
+    pub flags: u8,
+    pub extensions: GetAssertionExtensions,
+    /// The RP has several accounts here: user names may be shown (§6.2.2 "user").
+    pub several_accounts: bool,
+}
+
 pub(super) fn get_assertion(
     auth: &mut Authenticator,
-    params: &[u8],
+    req: GetAssertionRequest,
     ctx: &RequestContext,
-) -> CtapResult<Value> {
-    if params.is_empty() {
-        return Err(StatusCode::MissingParameter);
-    }
-    let mut m = RequestMap::parse(params)?;
-    let rp_id = read::text(read::required(m.take(0x01))?)?;
-    let client_data_hash = read::bytes(read::required(m.take(0x02))?)?;
-    let allow_list = m
-        .take(0x03)
-        .map(CredentialDescriptor::parse_list)
-        .transpose()?;
-    let _extensions = m.take(0x04).map(read::map).transpose()?;
-    let options = Options::parse(m.take(0x05))?;
-    let pin_uv_auth_param = m.take(0x06).map(read::bytes).transpose()?;
-    let pin_uv_auth_protocol = m.take(0x07).map(read::unsigned).transpose()?;
-
+) -> CtapResult<GetAssertionResponse> {
     // Step 5: "rk" is not an option of getAssertion.
-    if options.rk.is_some() {
+    if req.options.rk.is_some() {
         return Err(StatusCode::UnsupportedOption);
     }
     // Steps 1–2, 4–6: pinUvAuthParam / built-in UV / alwaysUv.
     let v = auth.verify_user(
         Operation::GetAssertion,
         &UvRequest {
-            rp_id: &rp_id,
-            client_data_hash: &client_data_hash,
-            pin_uv_auth_param: pin_uv_auth_param.as_deref(),
-            pin_uv_auth_protocol,
-            uv_option: options.uv,
+            rp_id: &req.rp_id,
+            client_data_hash: &req.client_data_hash,
+            pin_uv_auth_param: req.pin_uv_auth_param.as_deref(),
+            pin_uv_auth_protocol: req.pin_uv_auth_protocol,
+            uv_option: req.options.uv,
+            user_name: None,
         },
         ctx,
     )?;
-    let up = options.up.unwrap_or(true);
-    let rp_id_hash = crypto::sha256(rp_id.as_bytes());
+    let up = req.options.up.unwrap_or(true);
+    let rp_id_hash = crypto::sha256(req.rp_id.as_bytes());
 
-    // Step 7: locate credentials. With an allowList: the listed ones that are ours for
-    // this RP. Without: the RP's discoverable credentials, most recent first. credProtect
-    // (§12.1): level 3 needs UV; level 2 without UV only through an allowList.
-    let from_allow_list = allow_list.as_ref().is_some_and(|l| !l.is_empty());
-    let ids: Vec<Vec<u8>> = match &allow_list {
-        Some(list) if from_allow_list => list
-            .iter()
-            .filter(|d| {
-                d.public_key
-                    && auth
-                        .find_credential(&rp_id_hash, &d.id)
-                        .is_some_and(|c| c.cred_protect < 3 || v.uv)
-            })
-            .map(|d| d.id.clone())
-            .take(1) // §6.2.2 step 11: with an allowList the authenticator picks one
-            .collect(),
-        _ => auth
-            .store
-            .discoverable(&rp_id)
-            .iter()
-            .filter(|c| c.cred_protect < 2 || v.uv)
-            .map(|c| c.id.clone())
-            .collect(),
-    };
+    // Step 7: locate credentials.
+    let from_allow_list = !req.allow_list.is_empty();
+    let mut ids = locate_credentials(auth, &req.allow_list, &rp_id_hash, v.uv);
     if ids.is_empty() {
         return Err(StatusCode::NoCredentials);
     }
@@ -86,100 +123,126 @@ pub(super) fn get_assertion(
     // Step 9: user presence unless up=false (a "silent" assertion); a token used for it
     // is used up.
     if up {
-        auth.presence_for(&v, ctx, &format!("sign in to {rp_id}"))?;
+        let touch = Touch {
+            command: "getAssertion",
+            rp_id: Some(&req.rp_id),
+            user_name: None,
+        };
+        auth.presence_for(&v, ctx, touch)?;
         if v.token {
-            auth.token.consume();
+            auth.state.token.consume();
         }
     }
-    let flags = if up { FLAG_UP } else { 0 } | if v.uv { FLAG_UV } else { 0 } | auth.backup_flags();
+    // Step 10: extensions.
+    let extensions = req.extensions?;
 
     let count = ids.len();
-    let mut ids: VecDeque<Vec<u8>> = ids.into();
+    let context = AssertionContext {
+        rp_id: req.rp_id,
+        rp_id_hash,
+        client_data_hash: req.client_data_hash,
+        flags: if up { FLAG_UP } else { 0 } | if v.uv { FLAG_UV } else { 0 },
+        extensions,
+        several_accounts: count > 1,
+    };
     let first = ids.pop_front().ok_or(StatusCode::NoCredentials)?;
-    let number = (!from_allow_list).then_some(count);
-    let resp = assertion(
-        auth,
-        &rp_id_hash,
-        &client_data_hash,
-        flags,
-        &first,
-        number,
-        count > 1,
-    )?;
+    let mut resp = assertion(auth, &context, &first)?;
+    resp.number_of_credentials = (!from_allow_list).then_some(count);
     if !ids.is_empty() {
-        auth.next_assertion = Some(NextAssertionState {
-            rp_id_hash,
-            client_data_hash,
-            flags,
+        let pending = PendingAssertions {
+            context,
             remaining: ids,
-            deadline: Instant::now() + NEXT_ASSERTION_TIMEOUT,
-        });
+        };
+        let now = auth.now();
+        auth.state
+            .begin_stateful(StatefulCommand::GetNextAssertion(pending), now);
     }
     Ok(resp)
 }
 
-/// Builds one assertion response for credential `id`: bumps its counter (durably),
-/// signs authenticatorData ‖ clientDataHash.
+/// Step 7: with an allowList, the first listed credential that is ours for this RP
+/// (step 11: the authenticator picks one); without, the RP's discoverable credentials,
+/// most recent first. credProtect (§12.1) may hide them.
+fn locate_credentials(
+    auth: &Authenticator,
+    allow_list: &[CredentialDescriptor],
+    rp_id_hash: &[u8; 32],
+    uv: bool,
+) -> VecDeque<Vec<u8>> {
+    if !allow_list.is_empty() {
+        return allow_list
+            .iter()
+            .find(|d| {
+                d.public_key
+                    && auth
+                        .find_credential(rp_id_hash, &d.id)
+                        .is_some_and(|c| c.cred_protect.allows(uv, true))
+            })
+            .map(|d| d.id.clone())
+            .into_iter()
+            .collect();
+    }
+    auth.store
+        .discoverable_for_rp(rp_id_hash)
+        .into_iter()
+        .filter(|c| {
+            CredProtect::from_level(c.cred_protect.into()).is_some_and(|p| p.allows(uv, false))
+        })
+        .map(|c| c.id)
+        .collect()
+}
+
+/// One assertion with credential `id` (step 12): bumps its counter (durably), signs
+/// authenticatorData ‖ clientDataHash.
 pub(super) fn assertion(
     auth: &mut Authenticator,
-    rp_id_hash: &[u8; 32],
-    client_data_hash: &[u8],
-    flags: u8,
+    context: &AssertionContext,
     id: &[u8],
-    number_of_credentials: Option<usize>,
-    several_accounts: bool,
-) -> CtapResult<Value> {
-    let source: CredentialSource = auth
-        .find_credential(rp_id_hash, id)
+) -> CtapResult<GetAssertionResponse> {
+    let source = auth
+        .find_credential(&context.rp_id_hash, id)
         .ok_or(StatusCode::NoCredentials)?;
     let key = source.key().ok_or(StatusCode::Other)?;
-    let counter = auth.store.bump_counter(&counter_key(id)).map_err(|e| {
-        tracing::error!("cannot persist the signature counter: {e}");
-        StatusCode::Other
-    })?;
-    let auth_data = auth_data::build(rp_id_hash, flags, counter, None, None);
+    let counter = auth.store.bump_counter(id)?;
+    let outputs = context.extensions.outputs();
+    let backup = auth.backup_of(id);
+    let overrides = auth.config.overrides.get();
+    let flags = overrides.flags(context.flags | Authenticator::backup_flags(backup));
+    let auth_data = auth_data::build(&context.rp_id_hash, flags, counter, None, outputs.encode());
     let mut signed = auth_data.clone();
-    signed.extend_from_slice(client_data_hash);
-    let signature = key.sign(&signed);
+    signed.extend_from_slice(&context.client_data_hash);
     // §6.2.2 "user": for a discoverable credential the user handle. Name and display
     // name only when the user was verified and the RP has several accounts here (the
     // platform then shows an account chooser); for a single account only the id, or
     // Chrome asks the user to confirm an account nobody needs to choose.
-    let verified = flags & FLAG_UV != 0 && several_accounts;
-    let user = if source.discoverable {
-        auth.store.credential(id).map(|c| {
-            let mut u = MapBuilder::new().text("id", Value::Bytes(c.user_id.clone()));
-            if verified {
-                u = u
-                    .text_opt("name", c.user_name.as_deref())
-                    .text_opt("displayName", c.user_display_name.as_deref());
-            }
-            u.build()
-        })
-    } else {
-        None
-    };
-    let credential = MapBuilder::new()
-        .text("id", Value::Bytes(id.to_vec()))
-        .text("type", "public-key")
-        .build();
-    Ok(MapBuilder::new()
-        .int(0x01, credential)
-        .int(0x02, Value::Bytes(auth_data))
-        .int(0x03, Value::Bytes(signature))
-        .int_opt(0x04, user)
-        .int_opt(
-            0x05,
-            number_of_credentials.map(|n| Value::Integer((n as u64).into())),
-        )
-        .build())
-}
-
-/// Signature counters are keyed by a hash of the credential ID, so non-discoverable
-/// credentials (nothing stored) have one too.
-pub(super) fn counter_key(id: &[u8]) -> [u8; 16] {
-    let h = crypto::sha256(id);
-    let mut k = [0u8; 16];
-    k.copy_from_slice(&h[..16]);
-    k
+    let names = context.flags & FLAG_UV != 0 && context.several_accounts;
+    let stored = auth.store.get_credential(id);
+    let user = stored
+        .as_ref()
+        .filter(|_| source.discoverable)
+        .map(|c| UserEntity {
+            id: c.user_id.clone(),
+            name: c.user_name.clone().filter(|_| names),
+            display_name: c.user_display_name.clone().filter(|_| names),
+        });
+    auth.config
+        .events
+        .emit(Event::CredentialAsserted(CredentialInfo {
+            credential_id: id.to_vec(),
+            is_resident: source.discoverable,
+            rp_id: context.rp_id.clone(),
+            user_handle: stored.as_ref().map(|c| c.user_id.clone()),
+            user_name: stored.as_ref().and_then(|c| c.user_name.clone()),
+            user_display_name: stored.and_then(|c| c.user_display_name),
+            sign_count: counter,
+            backup_eligibility: backup.0,
+            backup_state: backup.1,
+        }));
+    Ok(GetAssertionResponse {
+        credential_id: id.to_vec(),
+        signature: overrides.signature(key.sign(&signed)),
+        auth_data,
+        user,
+        number_of_credentials: None,
+    })
 }

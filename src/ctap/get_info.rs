@@ -4,74 +4,86 @@
 use ciborium::Value;
 
 use super::authenticator_config::MAX_MIN_PIN_LENGTH_RP_IDS;
-use super::cbor::MapBuilder;
+use super::cbor::{MapBuilder, no_parameters};
+use super::dispatcher::Response;
+use super::status::CtapResult;
 use super::{
     AAGUID, Authenticator, MAX_CREDENTIAL_COUNT_IN_LIST, MAX_CREDENTIAL_ID_LENGTH, MAX_MSG_SIZE,
-    firmware_version,
+    extensions, firmware_version,
 };
 use crate::crypto::Algorithm;
-use crate::store::MAX_DISCOVERABLE;
+use crate::store::PinStatus;
 
-fn int(i: i64) -> Value {
-    Value::Integer(i.into())
+/// The parts of getInfo that change with the key's state and configuration.
+pub(super) struct GetInfoResponse {
+    pin: PinStatus,
+    built_in_uv: bool,
+    remaining_discoverable_credentials: usize,
 }
 
-pub(super) fn get_info(auth: &Authenticator) -> Value {
-    // FIDO_2_1: clientPIN with both protocols, pinUvAuthToken, credential management and
-    // authenticatorConfig are complete. Never FIDO_2_1_PRE (it broke iPhones).
-    let versions = vec![
-        Value::Text("FIDO_2_0".into()),
-        Value::Text("FIDO_2_1".into()),
-    ];
-    let extensions = vec![
-        Value::Text("credProtect".into()),
-        Value::Text("minPinLength".into()),
-    ];
-    let pin = auth.store.pin();
-    let mut options = MapBuilder::new()
-        .text("rk", true)
-        .text("up", true)
-        .text("plat", false)
-        .text("clientPin", auth.pin_is_set())
-        .text("credMgmt", true)
-        .text("credentialMgmtPreview", true)
-        .text("authnrCfg", true)
-        .text("setMinPINLength", true)
-        .text("pinUvAuthToken", true)
-        .text("makeCredUvNotRqd", !pin.always_uv)
-        .text("alwaysUv", pin.always_uv);
-    if auth.config.uv.is_some() {
-        // Built-in UV, configured from the start.
-        options = options.text("uv", true);
-    }
-    let algorithms = [Algorithm::Es256, Algorithm::EdDsa]
-        .iter()
-        .map(|a| {
+pub(super) fn get_info(auth: &Authenticator, params: &[u8]) -> CtapResult<GetInfoResponse> {
+    no_parameters(params)?;
+    Ok(GetInfoResponse {
+        pin: auth.store.pin_status(),
+        built_in_uv: auth.config.uv.is_some(),
+        remaining_discoverable_credentials: auth.store.remaining_capacity(),
+    })
+}
+
+fn array<T: Into<Value>>(items: impl IntoIterator<Item = T>) -> Value {
+    Value::Array(items.into_iter().map(Into::into).collect())
+}
+
+impl Response for GetInfoResponse {
+    fn encode(self) -> Option<Value> {
+        let pin = self.pin;
+        // FIDO_2_1: clientPIN with both protocols, pinUvAuthToken, credential management
+        // and authenticatorConfig are complete. Never FIDO_2_1_PRE (it broke iPhones).
+        let versions = array(["FIDO_2_0", "FIDO_2_1"]);
+        let mut options = MapBuilder::new()
+            .text("rk", true)
+            .text("up", true)
+            .text("plat", false)
+            .text("clientPin", pin.is_set)
+            .text("credMgmt", true)
+            .text("credentialMgmtPreview", true)
+            .text("authnrCfg", true)
+            .text("setMinPINLength", true)
+            .text("pinUvAuthToken", true)
+            .text("makeCredUvNotRqd", !pin.always_uv)
+            .text("alwaysUv", pin.always_uv);
+        if self.built_in_uv {
+            // Built-in UV, configured from the start.
+            options = options.text("uv", true);
+        }
+        let algorithms = array([Algorithm::Es256, Algorithm::EdDsa].map(|a| {
             MapBuilder::new()
-                .text("alg", int(a.cose_id()))
+                .text("alg", a.cose_id())
                 .text("type", "public-key")
                 .build()
-        })
-        .collect();
-    let remaining = MAX_DISCOVERABLE.saturating_sub(auth.store.discoverable_count());
-    MapBuilder::new()
-        .int(0x01, Value::Array(versions))
-        .int(0x02, Value::Array(extensions))
-        .int(0x03, Value::Bytes(AAGUID.to_vec()))
-        .int(0x04, options.build())
-        .int(0x05, int(MAX_MSG_SIZE as i64))
-        .int(0x06, Value::Array(vec![int(2), int(1)]))
-        .int(0x07, int(MAX_CREDENTIAL_COUNT_IN_LIST as i64))
-        .int(0x08, int(MAX_CREDENTIAL_ID_LENGTH as i64))
-        .int(0x09, Value::Array(vec![Value::Text("usb".into())]))
-        .int(0x0a, Value::Array(algorithms))
-        .int(0x0c, pin.force_change)
-        .int(0x0d, int(pin.min_pin_length.into()))
-        .int(0x0e, int(firmware_version() as i64))
-        .int(0x10, int(MAX_MIN_PIN_LENGTH_RP_IDS as i64))
-        .int_opt(0x11, auth.config.uv.as_ref().map(|_| int(1)))
-        // uvModality: USER_VERIFY_FINGERPRINT_INTERNAL (FIDO Registry §3.1).
-        .int_opt(0x12, auth.config.uv.as_ref().map(|_| int(2)))
-        .int(0x14, int(remaining as i64))
-        .build()
+        }));
+        let uv = self.built_in_uv.then_some(());
+        MapBuilder::new()
+            .int(0x01, versions)
+            .int(0x02, array(extensions::SUPPORTED))
+            .int(0x03, Value::Bytes(AAGUID.to_vec()))
+            .int(0x04, options.build())
+            .int(0x05, MAX_MSG_SIZE as u64)
+            .int(0x06, array([2, 1]))
+            .int(0x07, MAX_CREDENTIAL_COUNT_IN_LIST as u64)
+            .int(0x08, MAX_CREDENTIAL_ID_LENGTH as u64)
+            .int(0x09, array(["usb"]))
+            .int(0x0a, algorithms)
+            .int(0x0c, pin.force_change)
+            .int(0x0d, pin.min_pin_length)
+            .int(0x0e, firmware_version())
+            .int(0x10, MAX_MIN_PIN_LENGTH_RP_IDS as u64)
+            // preferredPlatformUvAttempts 1; uvModality USER_VERIFY_FINGERPRINT_INTERNAL
+            // (FIDO Registry §3.1).
+            .int_opt(0x11, uv.map(|()| 1))
+            .int_opt(0x12, uv.map(|()| 2))
+            .int(0x14, self.remaining_discoverable_credentials as u64)
+            .build()
+            .into()
+    }
 }

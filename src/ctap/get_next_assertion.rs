@@ -3,45 +3,37 @@
 //! getAssertion / getNextAssertion and within 30 s of it.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
-
-use ciborium::Value;
 
 use super::Authenticator;
-use super::get_assertion::assertion;
+use super::cbor::no_parameters;
+use super::get_assertion::{AssertionContext, GetAssertionResponse, assertion};
+use super::runtime::StatefulCommand;
 use super::status::{CtapResult, StatusCode};
 
-pub const NEXT_ASSERTION_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub struct NextAssertionState {
-    pub rp_id_hash: [u8; 32],
-    pub client_data_hash: Vec<u8>,
-    pub flags: u8,
+/// What getNextAssertion needs from the getAssertion that found several credentials.
+pub struct PendingAssertions {
+    pub context: AssertionContext,
     pub remaining: VecDeque<Vec<u8>>,
-    pub deadline: Instant,
 }
 
-pub(super) fn get_next_assertion(auth: &mut Authenticator, params: &[u8]) -> CtapResult<Value> {
-    if !params.is_empty() {
-        return Err(StatusCode::InvalidLength);
-    }
-    let mut state = auth.next_assertion.take().ok_or(StatusCode::NotAllowed)?;
-    if Instant::now() > state.deadline {
+pub(super) fn get_next_assertion(
+    auth: &mut Authenticator,
+    params: &[u8],
+    stateful: Option<StatefulCommand>,
+) -> CtapResult<GetAssertionResponse> {
+    no_parameters(params)?;
+    let Some(StatefulCommand::GetNextAssertion(mut pending)) = stateful else {
         return Err(StatusCode::NotAllowed);
-    }
-    let id = state.remaining.pop_front().ok_or(StatusCode::NotAllowed)?;
-    let resp = assertion(
-        auth,
-        &state.rp_id_hash,
-        &state.client_data_hash,
-        state.flags,
-        &id,
-        None,
-        true,
-    )?;
-    if !state.remaining.is_empty() {
-        state.deadline = Instant::now() + NEXT_ASSERTION_TIMEOUT;
-        auth.next_assertion = Some(state);
+    };
+    let id = pending
+        .remaining
+        .pop_front()
+        .ok_or(StatusCode::NotAllowed)?;
+    let resp = assertion(auth, &pending.context, &id)?;
+    if !pending.remaining.is_empty() {
+        let now = auth.now();
+        auth.state
+            .begin_stateful(StatefulCommand::GetNextAssertion(pending), now);
     }
     Ok(resp)
 }

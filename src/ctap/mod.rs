@@ -4,7 +4,10 @@
 //! takes a CTAP command byte followed by its CBOR parameters and returns the status
 //! byte followed by the CBOR response. It knows nothing of USB or CTAPHID; what it needs
 //! from the transport while a command runs (CANCEL, the UPNEEDED keepalive status) goes
-//! through a [`RequestContext`]. One file per CTAP command.
+//! through a [`RequestContext`]. One file per CTAP command, each with its request type
+//! (parsed once, with the exact status for each problem) and its response type
+//! (encoded once, canonically); extensions in `extensions/`, one module each; what a
+//! power cycle clears in `runtime`.
 
 mod auth_data;
 mod authenticator_config;
@@ -13,30 +16,41 @@ mod client_pin;
 mod credential_id;
 mod credential_management;
 mod dispatcher;
+pub mod events;
+mod extensions;
 mod get_assertion;
 mod get_info;
 mod get_next_assertion;
 mod make_credential;
+mod management;
+mod overrides;
 mod params;
 pub mod presence;
 mod reset;
+mod runtime;
 mod selection;
 pub mod status;
+pub mod trace;
 mod user_verification;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-pub use presence::{Presence, PresenceMode, RequestContext, RequestHandle};
+pub use events::{CredentialInfo, Event, EventSink, NoEvents};
+pub use management::{ImportCredential, KeyStatus, ManageError, StoredCredential};
+pub use overrides::{OverrideBits, ResponseOverrides};
+pub use presence::{
+    AnswerError, PendingTouch, Presence, PresenceMode, RequestContext, RequestHandle, Touch,
+};
+pub use runtime::{Clock, FakeClock, SystemClock};
 pub use status::{CtapResult, StatusCode};
 
 use crate::crypto::attestation::Attestation;
-use crate::pin::{KeyAgreement, PinUvAuthToken, Protocol};
+use crate::pin::{KeyAgreement, Protocol};
 use crate::store::{AttestationMaterial, Store, StoreError};
 use credential_id::CredentialSource;
-use credential_management::EnumerationState;
-use get_next_assertion::NextAssertionState;
+use runtime::RuntimeState;
 
 /// The vkey AAGUID (WebAuthn §6.1: identifies the authenticator model). Fixed for every
 /// vkey so that relying parties can recognise it; generated once, at random.
@@ -91,6 +105,12 @@ pub struct Config {
     pub backup_state: bool,
     /// Built-in user verification (`vkey serve --uv`), or none.
     pub uv: Option<BuiltInUv>,
+    /// The time for token timers, the reset window and stateful commands.
+    pub clock: Arc<dyn Clock>,
+    /// Where credential and presence events go.
+    pub events: Arc<dyn EventSink>,
+    /// CDP response override bits (bogus signature, UV / UP flags cleared).
+    pub overrides: ResponseOverrides,
 }
 
 impl Default for Config {
@@ -101,6 +121,9 @@ impl Default for Config {
             backup_eligible: false,
             backup_state: false,
             uv: None,
+            clock: Arc::new(SystemClock),
+            events: Arc::new(NoEvents),
+            overrides: ResponseOverrides::default(),
         }
     }
 }
@@ -148,16 +171,8 @@ pub struct Authenticator {
     store: Store,
     config: Config,
     attestation: Option<Attestation>,
-    /// When the current USB session began: authenticatorReset is allowed for 10 s after.
-    powered_up: Instant,
-    next_assertion: Option<NextAssertionState>,
-    /// Key agreement keys of PIN/UV auth protocols 1 and 2, new at every power-up.
-    key_agreement: [KeyAgreement; 2],
-    token: PinUvAuthToken,
-    /// Wrong PINs in a row since power-up; at 3, PIN use is blocked until power cycle.
-    pin_failures: u8,
-    /// credentialManagement enumeration in progress.
-    enumeration: Option<EnumerationState>,
+    /// What a power cycle clears.
+    state: RuntimeState,
 }
 
 impl Authenticator {
@@ -178,16 +193,12 @@ impl Authenticator {
                 a
             }
         };
+        let state = RuntimeState::new(config.clock.now());
         Ok(Authenticator {
             store,
             config,
             attestation: Some(attestation),
-            powered_up: Instant::now(),
-            next_assertion: None,
-            key_agreement: [KeyAgreement::new(), KeyAgreement::new()],
-            token: PinUvAuthToken::new(),
-            pin_failures: 0,
-            enumeration: None,
+            state,
         })
     }
 
@@ -202,24 +213,16 @@ impl Authenticator {
 
     /// Power-up: a new USB session began (USB/IP import). Volatile state starts over.
     pub fn power_up(&mut self) {
-        self.power_up_at(Instant::now());
+        self.state = RuntimeState::new(self.now());
     }
 
-    /// [`power_up`](Self::power_up) at a given instant (tests move the reset window).
-    pub fn power_up_at(&mut self, t: Instant) {
-        self.powered_up = t;
-        self.next_assertion = None;
-        self.enumeration = None;
-        // §6.5.6 initialize(): new key agreement keys, no token; the PIN_AUTH_BLOCKED
-        // state ends with the power cycle.
-        self.key_agreement = [KeyAgreement::new(), KeyAgreement::new()];
-        self.token.reset();
-        self.pin_failures = 0;
+    fn now(&self) -> Instant {
+        self.config.clock.now()
     }
 
     /// Whether a PIN is set.
     pub fn pin_is_set(&self) -> bool {
-        self.store.pin().hash.is_some()
+        self.store.pin_status().is_set
     }
 
     /// Whether the key is protected by some form of user verification (§6.1.2 step 6).
@@ -228,7 +231,7 @@ impl Authenticator {
     }
 
     fn key_agreement(&mut self, p: Protocol) -> &mut KeyAgreement {
-        &mut self.key_agreement[p.index()]
+        &mut self.state.key_agreement[p.index()]
     }
 
     /// Processes one CTAPHID_CBOR message: command byte + CBOR parameters. Returns the
@@ -245,33 +248,71 @@ impl Authenticator {
         }
     }
 
-    fn user_presence(&self, ctx: &RequestContext, what: &str) -> CtapResult<()> {
-        self.config.presence.request(ctx, what)
+    fn user_presence(&self, ctx: &RequestContext, touch: Touch<'_>) -> CtapResult<()> {
+        let events = &self.config.events;
+        self.config.presence.request(ctx, touch, |p| {
+            events.emit(Event::PresenceRequested {
+                id: p.id,
+                command: p.command,
+                rp_id: p.rp_id.clone(),
+                waits: matches!(
+                    self.config.presence.mode(),
+                    PresenceMode::Prompt | PresenceMode::Manual
+                ),
+            })
+        })
+    }
+
+    /// The key's BE/BS flags (`--backup-eligible`, `--backup-state`): what a new
+    /// credential gets, and what a credential that is not stored shows.
+    fn default_backup(&self) -> (bool, bool) {
+        let be = self.config.backup_eligible;
+        (be, be && self.config.backup_state)
     }
 
     /// BE/BS bits for authenticator data.
-    fn backup_flags(&self) -> u8 {
+    fn backup_flags((eligible, state): (bool, bool)) -> u8 {
         let mut f = 0;
-        if self.config.backup_eligible {
+        if eligible {
             f |= auth_data::FLAG_BE;
-            if self.config.backup_state {
+            if state {
                 f |= auth_data::FLAG_BS;
             }
         }
         f
     }
 
+    /// The BE/BS flags of credential `id`: its own if it is stored with them, else the
+    /// key's.
+    fn backup_of(&self, id: &[u8]) -> (bool, bool) {
+        let (be, bs) = self.default_backup();
+        match self.store.get_credential(id) {
+            Some(c) => (
+                c.backup_eligible.unwrap_or(be),
+                c.backup_state.unwrap_or(bs),
+            ),
+            None => (be, bs),
+        }
+    }
+
     /// A credential ID that is ours for this RP: it opens under our wrapping key with
-    /// this RP ID hash, and, if it is discoverable, it is still in the store.
+    /// this RP ID hash (and, if it is discoverable, it is still in the store), or the
+    /// store holds it with its own private key for this RP (an imported credential).
     fn find_credential(&self, rp_id_hash: &[u8; 32], id: &[u8]) -> Option<CredentialSource> {
         if id.len() > MAX_CREDENTIAL_ID_LENGTH {
             return None;
         }
-        let src = credential_id::open(self.store.wrapping_key(), rp_id_hash, id)?;
-        if src.discoverable && self.store.credential(id).is_none() {
+        if let Some(src) = credential_id::open(self.store.wrapping_key(), rp_id_hash, id) {
+            // Deleted or replaced (§6.1.2 step 17): no longer ours.
+            let listed = !src.discoverable || self.store.get_credential(id).is_some();
+            return listed.then_some(src);
+        }
+        let stored = self.store.get_credential(id)?;
+        if crate::crypto::sha256(stored.rp_id.as_bytes()) != *rp_id_hash {
             return None;
         }
-        Some(src)
+        let key = stored.private_key.as_ref()?;
+        CredentialSource::from_stored(key, stored.discoverable, stored.cred_protect)
     }
 }
 

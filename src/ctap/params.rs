@@ -3,8 +3,10 @@
 
 use ciborium::Value;
 
-use super::cbor::read;
+use super::cbor::{MapBuilder, read};
 use super::status::{CtapResult, StatusCode};
+use crate::crypto::Algorithm;
+use crate::pin::Protocol;
 
 /// user.id is at most 64 bytes (WebAuthn §5.4.3).
 pub const MAX_USER_ID_LEN: usize = 64;
@@ -45,10 +47,12 @@ impl RpEntity {
                 _ => {} // "icon" and unknown members are ignored
             }
         }
-        Ok(RpEntity {
-            id: id.ok_or(StatusCode::MissingParameter)?,
-            name,
-        })
+        let id = id.ok_or(StatusCode::MissingParameter)?;
+        // Stored with every discoverable credential: bounded (issue 11), like user.id.
+        if id.len() > crate::store::MAX_RP_ID_LEN {
+            return Err(StatusCode::InvalidLength);
+        }
+        Ok(RpEntity { id, name })
     }
 }
 
@@ -81,6 +85,14 @@ impl UserEntity {
             display_name,
         })
     }
+
+    pub fn encode(self) -> Value {
+        MapBuilder::new()
+            .text("id", Value::Bytes(self.id))
+            .text_opt("name", self.name)
+            .text_opt("displayName", self.display_name)
+            .build()
+    }
 }
 
 /// PublicKeyCredentialDescriptor. Only type "public-key" is ours; others are skipped.
@@ -108,29 +120,50 @@ impl CredentialDescriptor {
         })
     }
 
-    pub fn parse_list(v: Value) -> CtapResult<Vec<CredentialDescriptor>> {
+    /// An optional list: absent reads as empty.
+    pub fn parse_list(v: Option<Value>) -> CtapResult<Vec<CredentialDescriptor>> {
+        let Some(v) = v else { return Ok(Vec::new()) };
         read::array(v)?
             .into_iter()
             .map(CredentialDescriptor::parse)
             .collect()
     }
+
+    /// The descriptor of one of our credentials.
+    pub fn encode_public_key(id: Vec<u8>) -> Value {
+        MapBuilder::new()
+            .text("id", Value::Bytes(id))
+            .text("type", "public-key")
+            .build()
+    }
 }
 
-/// One entry of pubKeyCredParams: (type is "public-key", alg).
-pub fn parse_cred_param(v: Value) -> CtapResult<(bool, i64)> {
-    let mut alg = None;
-    let mut ty = None;
-    for (k, v) in read::text_map(v)? {
-        match k.as_str() {
-            "alg" => alg = Some(read::int(v)?),
-            "type" => ty = Some(read::text(v)?),
-            _ => {}
+/// pubKeyCredParams (§6.1.2 step 3): every entry is validated; the first supported
+/// algorithm in the RP's order wins, else UNSUPPORTED_ALGORITHM.
+pub fn first_supported_algorithm(params: Vec<Value>) -> CtapResult<Algorithm> {
+    let mut chosen = None;
+    for p in params {
+        let mut alg = None;
+        let mut ty = None;
+        for (k, v) in read::text_map(p)? {
+            match k.as_str() {
+                "alg" => alg = Some(read::int(v)?),
+                "type" => ty = Some(read::text(v)?),
+                _ => {}
+            }
+        }
+        let public_key = ty.ok_or(StatusCode::MissingParameter)? == "public-key";
+        let alg = alg.ok_or(StatusCode::MissingParameter)?;
+        if public_key && chosen.is_none() {
+            chosen = Algorithm::from_cose_id(alg);
         }
     }
-    Ok((
-        ty.ok_or(StatusCode::MissingParameter)? == "public-key",
-        alg.ok_or(StatusCode::MissingParameter)?,
-    ))
+    chosen.ok_or(StatusCode::UnsupportedAlgorithm)
+}
+
+/// pinUvAuthProtocol: present (MISSING_PARAMETER) and supported (INVALID_PARAMETER).
+pub fn pin_uv_auth_protocol(v: Option<u64>) -> CtapResult<Protocol> {
+    Protocol::from_param(v.ok_or(StatusCode::MissingParameter)?).ok_or(StatusCode::InvalidParameter)
 }
 
 /// The options map: text keys with boolean values. Unknown options are ignored.

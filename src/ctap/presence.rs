@@ -17,17 +17,39 @@ use super::StatusCode;
 /// what hardware keys and Chrome use.
 pub const USER_PRESENCE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `vkey serve --presence MODE`.
+/// `vkey serve --presence MODE`, switchable while the key runs (control interface).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PresenceMode {
     /// Grant at once, like Chrome's automaticPresenceSimulation.
     Auto,
     /// Refuse: OPERATION_DENIED.
     Deny,
-    /// Ask on the terminal (or let the control interface answer).
+    /// Ask on the terminal (the control interface may answer too).
     Prompt,
+    /// Wait for an answer through the control interface (approve / deny).
+    Manual,
     /// Grant after this long (KEEPALIVE UPNEEDED meanwhile; CANCEL ends it early).
     Delay(Duration),
+}
+
+impl PresenceMode {
+    /// Whether a waiting request is registered for an answer from outside.
+    fn answered_from_outside(self) -> bool {
+        matches!(self, PresenceMode::Prompt | PresenceMode::Manual)
+            || matches!(self, PresenceMode::Delay(d) if d > USER_PRESENCE_TIMEOUT)
+    }
+}
+
+impl std::fmt::Display for PresenceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PresenceMode::Auto => f.write_str("auto"),
+            PresenceMode::Deny => f.write_str("deny"),
+            PresenceMode::Prompt => f.write_str("prompt"),
+            PresenceMode::Manual => f.write_str("manual"),
+            PresenceMode::Delay(d) => write!(f, "delay:{}", d.as_millis()),
+        }
+    }
 }
 
 impl FromStr for PresenceMode {
@@ -37,12 +59,60 @@ impl FromStr for PresenceMode {
             "auto" => Ok(PresenceMode::Auto),
             "deny" => Ok(PresenceMode::Deny),
             "prompt" => Ok(PresenceMode::Prompt),
+            "manual" => Ok(PresenceMode::Manual),
             _ => match s.strip_prefix("delay:").map(str::parse::<u64>) {
                 Some(Ok(ms)) => Ok(PresenceMode::Delay(Duration::from_millis(ms))),
-                _ => Err(format!("'{s}': expected auto, deny, prompt or delay:MS")),
+                _ => Err(format!(
+                    "'{s}': expected auto, deny, manual, prompt or delay:MS"
+                )),
             },
         }
     }
+}
+
+/// What a touch is asked for: shown in the prompt, listed as pending, sent as the
+/// presenceRequested event.
+#[derive(Clone, Copy, Debug)]
+pub struct Touch<'a> {
+    /// The CTAP command (its spec name), e.g. "makeCredential".
+    pub command: &'static str,
+    pub rp_id: Option<&'a str>,
+    pub user_name: Option<&'a str>,
+}
+
+/// A request waiting for the user's answer (`GET …/presence/pending`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingTouch {
+    /// Numbers the requests of one key: an answer names the request it approves.
+    pub id: u64,
+    pub command: &'static str,
+    pub rp_id: Option<String>,
+    pub user_name: Option<String>,
+}
+
+/// Why an answer was not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerError {
+    /// No request waits for the user.
+    NoneWaiting,
+    /// The answer names request `asked`, but `waiting` is the one that waits now (the
+    /// one the answer was for has ended).
+    Stale { asked: u64, waiting: u64 },
+}
+
+/// Makes text from a peer safe to print on a terminal: control characters and the
+/// Unicode controls that reorder or hide text are escaped (`\u{1b}`).
+pub fn escape_for_terminal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let hidden = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+        if c.is_control() || hidden {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// What may reach a waiting command from outside.
@@ -118,55 +188,112 @@ impl Drop for UpNeeded<'_> {
     }
 }
 
-/// The presence policy of one key. Cheap to clone; clones share the prompt slot.
-#[derive(Clone)]
-pub struct Presence {
+/// Touch numbers are unique in the process, so that one terminal can answer the
+/// prompts of several keys.
+static LAST_TOUCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+struct Shared {
     mode: PresenceMode,
     /// The request waiting for an answer from the terminal / control interface.
-    waiting: Arc<Mutex<Option<Sender<Signal>>>>,
+    waiting: Option<(PendingTouch, Sender<Signal>)>,
+}
+
+/// The presence policy of one key. Cheap to clone; clones share the mode and the
+/// waiting request, so the control interface can switch and answer while the
+/// authenticator thread waits.
+#[derive(Clone)]
+pub struct Presence {
+    shared: Arc<Mutex<Shared>>,
 }
 
 impl Presence {
     pub fn new(mode: PresenceMode) -> Presence {
         Presence {
-            mode,
-            waiting: Arc::new(Mutex::new(None)),
+            shared: Arc::new(Mutex::new(Shared {
+                mode,
+                waiting: None,
+            })),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn mode(&self) -> PresenceMode {
-        self.mode
+        self.lock().mode
     }
 
-    /// Answers the request that waits for the user, if any. Returns whether one waited.
-    pub fn answer(&self, approve: bool) -> bool {
-        let slot = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.as_ref() {
-            Some(tx) => tx.send(Signal::Presence(approve)).is_ok(),
-            None => false,
+    /// Switches the mode for the requests that ask from now on; a request already
+    /// waiting keeps waiting for its answer (or CANCEL, or the timeout).
+    pub fn set_mode(&self, mode: PresenceMode) {
+        self.lock().mode = mode;
+    }
+
+    /// The request waiting for the user, if any.
+    pub fn pending(&self) -> Option<PendingTouch> {
+        self.lock().waiting.as_ref().map(|(p, _)| p.clone())
+    }
+
+    /// Answers the waiting request. With `id`, only if it is still the one waiting: an
+    /// answer never approves a request the user did not see.
+    pub fn answer(&self, id: Option<u64>, approve: bool) -> Result<u64, AnswerError> {
+        let shared = self.lock();
+        let Some((pending, tx)) = shared.waiting.as_ref() else {
+            return Err(AnswerError::NoneWaiting);
+        };
+        if let Some(asked) = id
+            && asked != pending.id
+        {
+            return Err(AnswerError::Stale {
+                asked,
+                waiting: pending.id,
+            });
         }
+        tx.send(Signal::Presence(approve))
+            .map_err(|_| AnswerError::NoneWaiting)?;
+        Ok(pending.id)
     }
 
-    /// Tests user presence for `what` (shown to a human in prompt mode).
-    pub fn request(&self, ctx: &RequestContext, what: &str) -> Result<(), StatusCode> {
+    /// Tests user presence for `touch`. `asked` is told the touch's number and details
+    /// before any wait (the presenceRequested event).
+    pub fn request(
+        &self,
+        ctx: &RequestContext,
+        touch: Touch<'_>,
+        asked: impl FnOnce(&PendingTouch),
+    ) -> Result<(), StatusCode> {
         // A CANCEL that arrived before we started waiting still counts (§11.2.9.1.5).
         if let Ok(Signal::Cancel) = ctx.signals.try_recv() {
             return Err(StatusCode::KeepaliveCancel);
         }
-        let (limit, grant_on_timeout) = match self.mode {
+        let (mode, pending) = {
+            let mut shared = self.lock();
+            let pending = PendingTouch {
+                id: LAST_TOUCH.fetch_add(1, Ordering::Relaxed) + 1,
+                command: touch.command,
+                rp_id: touch.rp_id.map(str::to_owned),
+                user_name: touch.user_name.map(str::to_owned),
+            };
+            let mode = shared.mode;
+            if mode.answered_from_outside() {
+                // One request at a time per key (CTAP): this one replaces any leftover.
+                shared.waiting = Some((pending.clone(), ctx.sender.clone()));
+            }
+            (mode, pending)
+        };
+        asked(&pending);
+        let (limit, grant_on_timeout) = match mode {
             PresenceMode::Auto => return Ok(()),
             PresenceMode::Deny => return Err(StatusCode::OperationDenied),
             PresenceMode::Delay(d) if d <= USER_PRESENCE_TIMEOUT => (d, true),
-            PresenceMode::Delay(_) => (USER_PRESENCE_TIMEOUT, false),
-            PresenceMode::Prompt => (USER_PRESENCE_TIMEOUT, false),
+            PresenceMode::Delay(_) | PresenceMode::Prompt | PresenceMode::Manual => {
+                (USER_PRESENCE_TIMEOUT, false)
+            }
         };
         let _up = UpNeeded::new(&ctx.up_needed);
-        let registered = self.mode == PresenceMode::Prompt || !grant_on_timeout;
-        if registered {
-            *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.sender.clone());
-            if self.mode == PresenceMode::Prompt {
-                eprintln!("vkey: touch requested: {what}. Approve? [y/N] (30 s)");
-            }
+        if mode == PresenceMode::Prompt {
+            eprintln!("{}", prompt_line(&pending));
         }
         let result = match ctx.wait(Instant::now() + limit) {
             None if grant_on_timeout => Ok(()),
@@ -175,11 +302,32 @@ impl Presence {
             Some(Signal::Presence(true)) => Ok(()),
             Some(Signal::Presence(false)) => Err(StatusCode::OperationDenied),
         };
-        if registered {
-            *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut shared = self.lock();
+        if shared
+            .waiting
+            .as_ref()
+            .is_some_and(|(p, _)| p.id == pending.id)
+        {
+            shared.waiting = None;
         }
         result
     }
+}
+
+/// The terminal prompt of `--presence prompt`: numbered, so that the answer names the
+/// request the user saw; what the peer sent is escaped.
+pub fn prompt_line(p: &PendingTouch) -> String {
+    let mut what = p.command.to_string();
+    if let Some(rp) = &p.rp_id {
+        what += &format!(" for \"{}\"", escape_for_terminal(rp));
+    }
+    if let Some(user) = &p.user_name {
+        what += &format!(" (user \"{}\")", escape_for_terminal(user));
+    }
+    format!(
+        "vkey: touch request {id}: {what}. Approve with \"y {id}\", refuse with \"n {id}\" (30 s)",
+        id = p.id
+    )
 }
 
 #[cfg(test)]
@@ -197,12 +345,21 @@ mod tests {
         assert!("sometimes".parse::<PresenceMode>().is_err());
     }
 
+    const T: Touch<'static> = Touch {
+        command: "makeCredential",
+        rp_id: Some("example.com"),
+        user_name: None,
+    };
+
     #[test]
     fn auto_deny_and_cancel() {
         let (ctx, h) = RequestContext::new();
-        assert_eq!(Presence::new(PresenceMode::Auto).request(&ctx, "x"), Ok(()));
         assert_eq!(
-            Presence::new(PresenceMode::Deny).request(&ctx, "x"),
+            Presence::new(PresenceMode::Auto).request(&ctx, T, |_| {}),
+            Ok(())
+        );
+        assert_eq!(
+            Presence::new(PresenceMode::Deny).request(&ctx, T, |_| {}),
             Err(StatusCode::OperationDenied)
         );
         // Cancel during a long delay ends the wait at once.
@@ -214,28 +371,70 @@ mod tests {
             }
             h2.cancel();
         });
-        assert_eq!(p.request(&ctx, "x"), Err(StatusCode::KeepaliveCancel));
+        assert_eq!(p.request(&ctx, T, |_| {}), Err(StatusCode::KeepaliveCancel));
         t.join().unwrap();
         assert!(!h.up_needed());
     }
 
     #[test]
-    fn prompt_is_answered_through_the_slot() {
-        let p = Presence::new(PresenceMode::Prompt);
-        assert!(!p.answer(true), "nobody waits yet");
-        for (answer, expected) in [(true, Ok(())), (false, Err(StatusCode::OperationDenied))] {
-            let (ctx, h) = RequestContext::new();
-            let p2 = p.clone();
-            let t = std::thread::spawn(move || {
-                while !h.up_needed() {
-                    std::thread::yield_now();
-                }
-                while !p2.answer(answer) {
-                    std::thread::yield_now();
-                }
-            });
-            assert_eq!(p.request(&ctx, "test"), expected);
-            t.join().unwrap();
+    fn manual_is_answered_by_number_and_stale_answers_are_refused() {
+        for mode in [PresenceMode::Prompt, PresenceMode::Manual] {
+            let p = Presence::new(mode);
+            assert_eq!(p.answer(None, true), Err(AnswerError::NoneWaiting));
+            for (answer, expected) in [(true, Ok(())), (false, Err(StatusCode::OperationDenied))] {
+                let (ctx, h) = RequestContext::new();
+                let p2 = p.clone();
+                let t = std::thread::spawn(move || {
+                    while !h.up_needed() {
+                        std::thread::yield_now();
+                    }
+                    let waiting = p2.pending().unwrap();
+                    assert_eq!(waiting.rp_id.as_deref(), Some("example.com"));
+                    assert_eq!(waiting.command, "makeCredential");
+                    let stale = waiting.id + 7;
+                    assert_eq!(
+                        p2.answer(Some(stale), answer),
+                        Err(AnswerError::Stale {
+                            asked: stale,
+                            waiting: waiting.id
+                        })
+                    );
+                    assert_eq!(p2.answer(Some(waiting.id), answer), Ok(waiting.id));
+                });
+                let mut seen = None;
+                assert_eq!(p.request(&ctx, T, |t| seen = Some(t.id)), expected);
+                t.join().unwrap();
+                assert!(seen.is_some());
+                assert_eq!(p.pending(), None);
+            }
         }
+    }
+
+    #[test]
+    fn mode_switches_at_run_time() {
+        let p = Presence::new(PresenceMode::Auto);
+        let (ctx, _h) = RequestContext::new();
+        assert_eq!(p.request(&ctx, T, |_| {}), Ok(()));
+        p.clone().set_mode(PresenceMode::Deny);
+        assert_eq!(p.mode(), PresenceMode::Deny);
+        assert_eq!(p.request(&ctx, T, |_| {}), Err(StatusCode::OperationDenied));
+        assert_eq!("manual".parse(), Ok(PresenceMode::Manual));
+        assert_eq!(
+            PresenceMode::Delay(Duration::from_millis(5)).to_string(),
+            "delay:5"
+        );
+    }
+
+    #[test]
+    fn prompt_escapes_what_the_peer_sent() {
+        let line = prompt_line(&PendingTouch {
+            id: 3,
+            command: "makeCredential",
+            rp_id: Some("evil\x1b[2J.com\u{202e}".into()),
+            user_name: Some("a\nb".into()),
+        });
+        assert!(!line.chars().any(|c| c.is_control()), "{line}");
+        assert!(line.contains("\\u{1b}[2J.com\\u{202e}"), "{line}");
+        assert!(line.contains("\"y 3\""), "{line}");
     }
 }

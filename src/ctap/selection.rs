@@ -2,16 +2,20 @@
 //! the key they want to use.
 
 use super::Authenticator;
-use super::presence::RequestContext;
-use super::status::{CtapResult, StatusCode};
+use super::cbor::no_parameters;
+use super::presence::{RequestContext, Touch};
+use super::status::CtapResult;
 
 pub(super) fn selection(
     auth: &mut Authenticator,
     params: &[u8],
     ctx: &RequestContext,
 ) -> CtapResult<()> {
-    if !params.is_empty() {
-        return Err(StatusCode::InvalidLength);
-    }
-    auth.user_presence(ctx, "select this key")
+    no_parameters(params)?;
+    let touch = Touch {
+        command: "selection",
+        rp_id: None,
+        user_name: None,
+    };
+    auth.user_presence(ctx, touch)
 }

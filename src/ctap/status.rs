@@ -1,6 +1,8 @@
 //! CTAP status codes (CTAP 2.1 §8.2). Relying parties and browsers branch on the exact
 //! byte, so each error path names its variant explicitly.
 
+use crate::store::{EngineError, StoreError};
+
 /// A CTAP error status. `CTAP2_OK` is not an error and so is not a variant: a handler
 /// returns `Ok(response)` for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +101,60 @@ pub enum StatusCode {
 }
 
 impl StatusCode {
+    /// Every status, for decoding a byte (traces).
+    const ALL: [StatusCode; 45] = [
+        StatusCode::InvalidCommand,
+        StatusCode::InvalidParameter,
+        StatusCode::InvalidLength,
+        StatusCode::InvalidSeq,
+        StatusCode::Timeout,
+        StatusCode::ChannelBusy,
+        StatusCode::LockRequired,
+        StatusCode::InvalidChannel,
+        StatusCode::CborUnexpectedType,
+        StatusCode::InvalidCbor,
+        StatusCode::MissingParameter,
+        StatusCode::LimitExceeded,
+        StatusCode::FpDatabaseFull,
+        StatusCode::LargeBlobStorageFull,
+        StatusCode::CredentialExcluded,
+        StatusCode::Processing,
+        StatusCode::InvalidCredential,
+        StatusCode::UserActionPending,
+        StatusCode::OperationPending,
+        StatusCode::NoOperations,
+        StatusCode::UnsupportedAlgorithm,
+        StatusCode::OperationDenied,
+        StatusCode::KeyStoreFull,
+        StatusCode::UnsupportedOption,
+        StatusCode::InvalidOption,
+        StatusCode::KeepaliveCancel,
+        StatusCode::NoCredentials,
+        StatusCode::UserActionTimeout,
+        StatusCode::NotAllowed,
+        StatusCode::PinInvalid,
+        StatusCode::PinBlocked,
+        StatusCode::PinAuthInvalid,
+        StatusCode::PinAuthBlocked,
+        StatusCode::PinNotSet,
+        StatusCode::PuatRequired,
+        StatusCode::PinPolicyViolation,
+        StatusCode::RequestTooLarge,
+        StatusCode::ActionTimeout,
+        StatusCode::UpRequired,
+        StatusCode::UvBlocked,
+        StatusCode::IntegrityFailure,
+        StatusCode::InvalidSubcommand,
+        StatusCode::UvInvalid,
+        StatusCode::UnauthorizedPermission,
+        StatusCode::Other,
+    ];
+
+    /// The status a byte stands for, if any.
+    pub fn from_byte(b: u8) -> Option<StatusCode> {
+        Self::ALL.iter().copied().find(|s| s.byte() == b)
+    }
+
     pub fn byte(self) -> u8 {
         self as u8
     }
@@ -106,3 +162,21 @@ impl StatusCode {
 
 /// The result of a CTAP command handler.
 pub type CtapResult<T> = Result<T, StatusCode>;
+
+/// The one mapping of store failures to a status: a full store is KEY_STORE_FULL;
+/// anything else (an I/O error) is logged and answered CTAP1_ERR_OTHER, with nothing
+/// acknowledged.
+impl From<StoreError> for StatusCode {
+    fn from(e: StoreError) -> StatusCode {
+        match e {
+            StoreError::Full(_) | StoreError::Engine(EngineError::Full(_)) => {
+                StatusCode::KeyStoreFull
+            }
+            StoreError::RpIdTooLong => StatusCode::InvalidLength,
+            e => {
+                tracing::error!("store: {e}");
+                StatusCode::Other
+            }
+        }
+    }
+}

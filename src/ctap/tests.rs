@@ -15,6 +15,16 @@ fn auth() -> Authenticator {
     auth_with(Config::default())
 }
 
+/// A key whose time moves only when the test moves it.
+fn auth_with_clock(config: Config) -> (Authenticator, FakeClock) {
+    let clock = FakeClock::default();
+    let a = auth_with(Config {
+        clock: std::sync::Arc::new(clock.clone()),
+        ..config
+    });
+    (a, clock)
+}
+
 fn call(a: &mut Authenticator, req: &[u8]) -> Result<Value, u8> {
     let (ctx, _h) = RequestContext::new();
     let resp = a.process(req, &ctx);
@@ -303,7 +313,7 @@ fn exclude_list_with_our_credential_is_excluded_after_presence() {
 
 #[test]
 fn discoverable_credentials_newest_first_with_get_next_assertion() {
-    let mut a = auth();
+    let (mut a, clock) = auth_with_clock(Config::default());
     let (id1, _) = make(&mut a, "example.com", b"user1", -7, true);
     let (id2, k2) = make(&mut a, "example.com", b"user2", -8, true);
     make(&mut a, "other.example", b"user1", -7, true);
@@ -327,9 +337,12 @@ fn discoverable_credentials_newest_first_with_get_next_assertion() {
     call(&mut a, &ga_request("example.com", &[], None)).unwrap();
     call(&mut a, &[0x04]).unwrap();
     assert_eq!(call(&mut a, &[0x08]), Err(0x30));
-    // And it expires after 30 s.
+    // And it expires 30 s after the last step.
     call(&mut a, &ga_request("example.com", &[], None)).unwrap();
-    a.next_assertion.as_mut().unwrap().deadline = Instant::now() - Duration::from_secs(1);
+    clock.advance(Duration::from_secs(30));
+    call(&mut a, &[0x08]).unwrap();
+    call(&mut a, &ga_request("example.com", &[], None)).unwrap();
+    clock.advance(Duration::from_secs(31));
     assert_eq!(call(&mut a, &[0x08]), Err(0x30));
 }
 
@@ -377,12 +390,15 @@ fn silent_assertion_needs_no_presence() {
 
 #[test]
 fn reset_only_within_ten_seconds_of_power_up_and_wipes() {
-    let mut a = auth();
+    let (mut a, clock) = auth_with_clock(Config::default());
     let (id, _) = make(&mut a, "example.com", b"u", -7, false);
     make(&mut a, "example.com", b"u2", -7, true);
-    a.power_up_at(Instant::now() - Duration::from_secs(11));
+    clock.advance(Duration::from_secs(10));
+    a.power_up();
+    clock.advance(Duration::from_secs(11));
     assert_eq!(call(&mut a, &[0x07]), Err(0x30));
     a.power_up();
+    clock.advance(Duration::from_secs(10));
     assert_eq!(call(&mut a, &[0x07]), Ok(Value::Null));
     assert_eq!(
         call(&mut a, &ga_request("example.com", &[], None)),
@@ -436,8 +452,8 @@ fn attestation_formats_and_backup_flags() {
 #[test]
 fn reset_voids_pin_and_token_state() {
     let mut a = auth();
-    a.store.update_pin(|p| p.hash = Some(vec![1; 16])).unwrap();
-    a.token.begin_using(
+    a.store.set_pin(&[1; 16], 4).unwrap();
+    a.state.token.begin_using(
         crate::pin::Protocol::Two,
         crate::pin::Permissions::MAKE_CREDENTIAL,
         None,
@@ -445,16 +461,17 @@ fn reset_voids_pin_and_token_state() {
         true,
         Instant::now(),
     );
-    a.pin_failures = 3;
+    a.state.pin_failures = 3;
     assert_eq!(call(&mut a, &[0x07]), Ok(Value::Null));
     assert!(!a.pin_is_set());
     assert!(
-        !a.token
+        !a.state
+            .token
             .has_permission(crate::pin::Permissions::MAKE_CREDENTIAL)
     );
-    assert_eq!(a.pin_failures, 0);
+    assert_eq!(a.state.pin_failures, 0);
     // A PIN-protected key refuses a discoverable credential without a token...
-    a.store.update_pin(|p| p.hash = Some(vec![1; 16])).unwrap();
+    a.store.set_pin(&[1; 16], 4).unwrap();
     assert_eq!(
         call(&mut a, &mc_request("example.com", b"u", -7, true, &[])),
         Err(0x36)
@@ -463,4 +480,176 @@ fn reset_voids_pin_and_token_state() {
     let r = call(&mut a, &mc_request("example.com", b"u", -7, false, &[])).unwrap();
     let (_, flags, _, _) = parse_auth_data(&bytes(member(&r, 2)));
     assert_eq!(flags & 0x04, 0, "no UV");
+}
+
+#[test]
+fn imported_credentials_with_their_own_key_sign_assertions() {
+    let mut a = auth();
+    let key = crate::crypto::CredentialKey::generate(crate::crypto::Algorithm::Es256);
+    let cose = key.cose_public_key();
+    for (id, discoverable) in [(&b"caller-chosen-1"[..], false), (b"caller-chosen-2", true)] {
+        a.store
+            .put_credential(crate::store::Credential {
+                id: id.to_vec(),
+                rp_id: "example.com".into(),
+                rp_name: None,
+                user_id: id.to_vec(),
+                user_name: None,
+                user_display_name: None,
+                cred_protect: 1,
+                discoverable,
+                private_key: Some(crate::store::PrivateKey {
+                    algorithm: key.algorithm(),
+                    secret: key.secret(),
+                }),
+                backup_eligible: None,
+                backup_state: None,
+            })
+            .unwrap();
+    }
+    // Through an allowList, for its RP only.
+    let g = call(
+        &mut a,
+        &ga_request("example.com", &[b"caller-chosen-1".to_vec()], None),
+    )
+    .unwrap();
+    assert_eq!(
+        text_member(member(&g, 1).unwrap(), "id"),
+        Some(&b(b"caller-chosen-1"))
+    );
+    let mut signed = bytes(member(&g, 2));
+    signed.extend_from_slice(&CDH);
+    verify(&cose, &signed, &bytes(member(&g, 3)));
+    assert!(member(&g, 4).is_none(), "not discoverable: no user");
+    assert_eq!(
+        call(
+            &mut a,
+            &ga_request("other.example", &[b"caller-chosen-1".to_vec()], None)
+        ),
+        Err(0x2e)
+    );
+    // Without an allowList: only the discoverable one, with its user handle.
+    let g = call(&mut a, &ga_request("example.com", &[], None)).unwrap();
+    assert_eq!(
+        text_member(member(&g, 1).unwrap(), "id"),
+        Some(&b(b"caller-chosen-2"))
+    );
+    assert_eq!(member(&g, 5), Some(&i(1)));
+    assert_eq!(
+        text_member(member(&g, 4).unwrap(), "id"),
+        Some(&b(b"caller-chosen-2"))
+    );
+}
+
+/// Gives the key a pinUvAuthToken (protocol 2) with `permissions`, as clientPIN would.
+fn grant_token(a: &mut Authenticator, permissions: u64) -> [u8; 32] {
+    grant_rp_token(a, permissions, None)
+}
+
+fn grant_rp_token(a: &mut Authenticator, permissions: u64, rp: Option<&str>) -> [u8; 32] {
+    let perms = crate::pin::Permissions::from_request(permissions).unwrap();
+    let now = a.now();
+    let rp = rp.map(str::to_string);
+    a.state
+        .token
+        .begin_using(crate::pin::Protocol::Two, perms, rp, false, true, now);
+    *a.state.token.value()
+}
+
+/// A credentialManagement request authenticated with `token`.
+fn cm_request(sub: u8, sub_params: Option<Value>, token: &[u8; 32]) -> Vec<u8> {
+    let mut message = vec![sub];
+    let mut m = vec![(i(1), i(sub.into()))];
+    if let Some(sp) = sub_params {
+        message.extend_from_slice(&cbor::encode(&sp));
+        m.push((i(2), sp));
+    }
+    let param = crate::pin::Protocol::Two.authenticate(token, &message);
+    m.extend([(i(3), i(2)), (i(4), b(&param))]);
+    let mut req = vec![0x0a];
+    req.extend_from_slice(&cbor::encode(&Value::Map(m)));
+    req
+}
+
+#[test]
+fn credential_enumerations_end_30_s_after_their_last_step_or_at_another_command() {
+    let (mut a, clock) = auth_with_clock(Config::default());
+    for rp in ["a.example", "b.example", "c.example"] {
+        make(&mut a, rp, b"u1", -7, true);
+        make(&mut a, rp, b"u2", -7, true);
+    }
+    let token = grant_token(&mut a, 0x04);
+    let r = call(&mut a, &cm_request(0x02, None, &token)).unwrap();
+    assert_eq!(member(&r, 5), Some(&i(3)), "totalRPs");
+    clock.advance(Duration::from_secs(30));
+    call(&mut a, &[0x0a, 0xa1, 0x01, 0x03]).unwrap();
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(call(&mut a, &[0x0a, 0xa1, 0x01, 0x03]), Err(0x30));
+
+    let hash = crate::crypto::sha256(b"a.example");
+    let sp = map(vec![(i(1), b(&hash))]);
+    let r = call(&mut a, &cm_request(0x04, Some(sp.clone()), &token)).unwrap();
+    assert_eq!(member(&r, 9), Some(&i(2)), "totalCredentials");
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(call(&mut a, &[0x0a, 0xa1, 0x01, 0x05]), Err(0x30));
+    // Another command in between ends it, and so does the other kind of GetNext.
+    call(&mut a, &cm_request(0x04, Some(sp.clone()), &token)).unwrap();
+    call(&mut a, &[0x04]).unwrap();
+    assert_eq!(call(&mut a, &[0x0a, 0xa1, 0x01, 0x05]), Err(0x30));
+    call(&mut a, &cm_request(0x04, Some(sp), &token)).unwrap();
+    assert_eq!(call(&mut a, &[0x0a, 0xa1, 0x01, 0x03]), Err(0x30));
+    assert_eq!(call(&mut a, &[0x08]), Err(0x30));
+}
+
+#[test]
+fn authorize_checks_the_token_timer_on_the_key_clock() {
+    let (mut a, clock) = auth_with_clock(Config::default());
+    // Unused for 30 s: expired.
+    let token = grant_token(&mut a, 0x04);
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(call(&mut a, &cm_request(0x01, None, &token)), Err(0x33));
+    // Used at once: lives for the 10 min maximum usage period.
+    let token = grant_token(&mut a, 0x04);
+    call(&mut a, &cm_request(0x01, None, &token)).unwrap();
+    clock.advance(Duration::from_secs(599));
+    call(&mut a, &cm_request(0x01, None, &token)).unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(call(&mut a, &cm_request(0x01, None, &token)), Err(0x33));
+}
+
+#[test]
+fn authorize_checks_permission_and_rp_scope() {
+    let mut a = auth();
+    make(&mut a, "a.example", b"u1", -7, true);
+    // A token bound to a.example: no metadata or RP list (every RP), only its own RP.
+    let token = grant_rp_token(&mut a, 0x04, Some("a.example"));
+    assert_eq!(call(&mut a, &cm_request(0x01, None, &token)), Err(0x33));
+    assert_eq!(call(&mut a, &cm_request(0x02, None, &token)), Err(0x33));
+    let other = map(vec![(i(1), b(&crate::crypto::sha256(b"b.example")))]);
+    assert_eq!(
+        call(&mut a, &cm_request(0x04, Some(other), &token)),
+        Err(0x33)
+    );
+    let own = map(vec![(i(1), b(&crate::crypto::sha256(b"a.example")))]);
+    call(&mut a, &cm_request(0x04, Some(own), &token)).unwrap();
+    // Without the cm permission, nothing.
+    let token = grant_token(&mut a, 0x01);
+    assert_eq!(call(&mut a, &cm_request(0x01, None, &token)), Err(0x33));
+    // makeCredential binds an unbound token to its RP.
+    let token = grant_token(&mut a, 0x03);
+    let mc = |rp: &str| {
+        let mut req = mc_request(rp, b"u", -7, false, &[]);
+        let mut m = cbor::decode(&req[1..]).unwrap().into_map().unwrap();
+        let param = crate::pin::Protocol::Two.authenticate(&token, &CDH);
+        m.extend([(i(8), b(&param)), (i(9), i(2))]);
+        req.truncate(1);
+        req.extend_from_slice(&cbor::encode(&Value::Map(m)));
+        req
+    };
+    let r = call(&mut a, &mc("a.example")).unwrap();
+    let (_, flags, _, _) = parse_auth_data(&bytes(member(&r, 2)));
+    assert_eq!(flags & 0x04, 0x04, "UV");
+    // The token was used up (userVerified cleared), and it is bound to a.example now.
+    assert_eq!(a.state.token.rp_id(), Some("a.example"));
+    assert_eq!(call(&mut a, &mc("a.example")), Err(0x33));
 }

@@ -1,15 +1,66 @@
-//! User verification for makeCredential and getAssertion (CTAP 2.1 §6.1.2 steps 1–11,
-//! §6.2.2 steps 1–6): the zero-length pinUvAuthParam probe, the pinUvAuthToken, the
-//! "uv" option with built-in UV, alwaysUv and makeCredUvNotRqd. One place, so the two
-//! commands cannot drift apart.
-
-use std::time::Instant;
+//! User verification: [`authorize`](Authenticator::authorize), the one check of a
+//! pinUvAuthParam against the pinUvAuthToken that every command uses, and the flow
+//! makeCredential and getAssertion share (CTAP 2.1 §6.1.2 steps 1–11, §6.2.2 steps 1–6):
+//! the zero-length pinUvAuthParam probe, the token, the "uv" option with built-in UV,
+//! alwaysUv and makeCredUvNotRqd. One place, so the commands cannot drift apart.
 
 use super::Authenticator;
-use super::presence::RequestContext;
+use super::params::pin_uv_auth_protocol;
+use super::presence::{RequestContext, Touch};
 use super::status::{CtapResult, StatusCode};
-use crate::pin::policy::MAX_UV_RETRIES;
+use crate::crypto::sha256;
 use crate::pin::{Permissions, Protocol};
+
+/// The RP a request acts for, checked against the token's permissions RP ID.
+pub(super) enum RpScope<'a> {
+    /// makeCredential / getAssertion for this RP ID: a token without a permissions RP ID
+    /// is bound to it (§6.1.2 step 11, §6.2.2 step 6).
+    Bind(&'a str),
+    /// credentialManagement on the credentials of this RP ID (§6.8.5, §6.8.6).
+    Id(&'a str),
+    /// enumerateCredentials of the RP with this RP ID hash (§6.8.4).
+    IdHash(&'a [u8]),
+    /// Every RP (getCredsMetadata, enumerateRPs): the token must not be bound to one.
+    All,
+    /// Not about an RP (authenticatorConfig).
+    None,
+}
+
+impl Authenticator {
+    /// Authorizes a request with its pinUvAuthParam: verify(pinUvAuthToken, message,
+    /// pinUvAuthParam) under the token's usage timer, the `permission`, the RP scope,
+    /// and for makeCredential / getAssertion the token's userVerified flag. Any failure
+    /// is PIN_AUTH_INVALID.
+    pub(super) fn authorize(
+        &mut self,
+        protocol: Protocol,
+        pin_uv_auth_param: &[u8],
+        message: &[u8],
+        permission: Permissions,
+        rp: RpScope<'_>,
+    ) -> CtapResult<()> {
+        let now = self.now();
+        let token = &mut self.state.token;
+        let needs_uv =
+            permission == Permissions::MAKE_CREDENTIAL || permission == Permissions::GET_ASSERTION;
+        let ok = token.verify(protocol, message, pin_uv_auth_param, now)
+            && token.has_permission(permission)
+            && (!needs_uv || token.user_verified())
+            && match rp {
+                RpScope::Bind(id) | RpScope::Id(id) => token.allows_rp(id),
+                RpScope::IdHash(hash) => token.rp_id().is_none_or(|r| sha256(r.as_bytes()) == hash),
+                RpScope::All => token.rp_id().is_none(),
+                RpScope::None => true,
+            };
+        if !ok {
+            return Err(StatusCode::PinAuthInvalid);
+        }
+        if let RpScope::Bind(id) = rp {
+            token.bind_rp_id(id);
+        }
+        Ok(())
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Operation {
@@ -33,6 +84,8 @@ pub(super) struct UvRequest<'a> {
     pub pin_uv_auth_param: Option<&'a [u8]>,
     pub pin_uv_auth_protocol: Option<u64>,
     pub uv_option: Option<bool>,
+    /// makeCredential's user.name, for the prompt.
+    pub user_name: Option<&'a str>,
 }
 
 impl Authenticator {
@@ -44,7 +97,18 @@ impl Authenticator {
     ) -> CtapResult<Verification> {
         // Step 1: the zero-length pinUvAuthParam probe (Windows: "which key?").
         if req.pin_uv_auth_param.is_some_and(<[u8]>::is_empty) {
-            self.user_presence(ctx, &format!("select this key for {}", req.rp_id))?;
+            let command = match op {
+                Operation::MakeCredential { .. } => "makeCredential",
+                Operation::GetAssertion => "getAssertion",
+            };
+            self.user_presence(
+                ctx,
+                Touch {
+                    command,
+                    rp_id: Some(req.rp_id),
+                    user_name: None,
+                },
+            )?;
             return Err(if self.pin_is_set() {
                 StatusCode::PinInvalid
             } else {
@@ -52,22 +116,16 @@ impl Authenticator {
             });
         }
         // Step 2: the protocol must be given and supported.
-        let protocol = match req.pin_uv_auth_param {
-            Some(_) => Some(
-                Protocol::from_param(
-                    req.pin_uv_auth_protocol
-                        .ok_or(StatusCode::MissingParameter)?,
-                )
-                .ok_or(StatusCode::InvalidParameter)?,
-            ),
-            None => None,
-        };
+        let protocol = req
+            .pin_uv_auth_param
+            .map(|_| pin_uv_auth_protocol(req.pin_uv_auth_protocol))
+            .transpose()?;
         // Step 5: "uv" counts only without a pinUvAuthParam, and needs built-in UV.
         let mut uv = req.uv_option.unwrap_or(false) && req.pin_uv_auth_param.is_none();
         if uv && self.config.uv.is_none() {
             return Err(StatusCode::InvalidOption);
         }
-        let always_uv = self.store.pin().always_uv;
+        let always_uv = self.store.pin_status().always_uv;
         // Step 6: alwaysUv. Built-in UV is used when there is one; else a token is needed.
         if always_uv && req.pin_uv_auth_param.is_none() && !uv {
             if self.config.uv.is_some() {
@@ -95,16 +153,8 @@ impl Authenticator {
                 Operation::MakeCredential { .. } => Permissions::MAKE_CREDENTIAL,
                 Operation::GetAssertion => Permissions::GET_ASSERTION,
             };
-            if !self
-                .token
-                .verify(protocol, req.client_data_hash, param, Instant::now())
-                || !self.token.has_permission(permission)
-                || !self.token.allows_rp(req.rp_id)
-                || !self.token.user_verified()
-            {
-                return Err(StatusCode::PinAuthInvalid);
-            }
-            self.token.bind_rp_id(req.rp_id);
+            let rp = RpScope::Bind(req.rp_id);
+            self.authorize(protocol, param, req.client_data_hash, permission, rp)?;
             return Ok(Verification {
                 uv: true,
                 token: true,
@@ -112,17 +162,21 @@ impl Authenticator {
             });
         }
         if uv {
-            self.perform_builtin_uv(ctx, &format!("verify the user for {}", req.rp_id))?;
-            return Ok(Verification {
-                uv: true,
-                token: false,
-                builtin: true,
-            });
+            let command = match op {
+                Operation::MakeCredential { .. } => "makeCredential",
+                Operation::GetAssertion => "getAssertion",
+            };
+            let touch = Touch {
+                command,
+                rp_id: Some(req.rp_id),
+                user_name: req.user_name,
+            };
+            self.perform_builtin_uv(ctx, touch)?;
         }
         Ok(Verification {
-            uv: false,
+            uv,
             token: false,
-            builtin: false,
+            builtin: uv,
         })
     }
 
@@ -132,12 +186,12 @@ impl Authenticator {
         &self,
         v: &Verification,
         ctx: &RequestContext,
-        what: &str,
+        touch: Touch<'_>,
     ) -> CtapResult<()> {
-        if v.builtin || (v.token && self.token.user_present()) {
+        if v.builtin || (v.token && self.state.token.user_present()) {
             return Ok(());
         }
-        self.user_presence(ctx, what)
+        self.user_presence(ctx, touch)
     }
 
     /// performBuiltInUv(): a touch on the (simulated) sensor, then the configured result.
@@ -145,30 +199,18 @@ impl Authenticator {
     pub(super) fn perform_builtin_uv(
         &mut self,
         ctx: &RequestContext,
-        what: &str,
+        touch: Touch<'_>,
     ) -> CtapResult<()> {
         let uv = self.config.uv.clone().ok_or(StatusCode::InvalidOption)?;
-        if self.store.pin().uv_retries == 0 {
+        if self.store.pin_status().uv_retries == 0 {
             return Err(StatusCode::UvBlocked);
         }
-        self.user_presence(ctx, what)?;
-        let verified = uv.result();
-        let io = |e| {
-            tracing::error!("cannot persist UV retries: {e}");
-            StatusCode::Other
-        };
-        if verified {
-            if self.store.pin().uv_retries != MAX_UV_RETRIES {
-                self.store
-                    .update_pin(|p| p.uv_retries = MAX_UV_RETRIES)
-                    .map_err(io)?;
-            }
+        self.user_presence(ctx, touch)?;
+        if uv.result() {
+            self.store.uv_matched()?;
             return Ok(());
         }
-        self.store
-            .update_pin(|p| p.uv_retries = p.uv_retries.saturating_sub(1))
-            .map_err(io)?;
-        Err(if self.store.pin().uv_retries == 0 {
+        Err(if self.store.record_uv_failure()? == 0 {
             StatusCode::UvBlocked
         } else {
             StatusCode::UvInvalid

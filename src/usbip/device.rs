@@ -34,6 +34,12 @@ pub trait HidFunction: Send {
 pub trait ExportedDevice: Send + Sync {
     fn identity(&self) -> DeviceIdentity;
     fn attach(&self) -> (Box<dyn HidFunction>, Arc<Notify>);
+    /// A signal that ends the current session when its value changes: the device was
+    /// pulled out (a "replug"). The host sees the connection close, as when a cable
+    /// is pulled. `None`: the device is never unplugged from our side.
+    fn unplug_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// The outcome of a control request on endpoint 0.

@@ -8,9 +8,11 @@
 pub mod client;
 pub mod descriptors;
 pub mod device;
+pub mod peer;
 pub mod protocol;
 pub mod server;
 
 pub use descriptors::DeviceIdentity;
 pub use device::{ExportedDevice, HidFunction, HidReport};
+pub use peer::PeerPolicy;
 pub use server::Server;

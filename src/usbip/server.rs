@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::descriptors::{DeviceIdentity, EP_IN, EP_OUT};
 use super::device::{Control, ControlOutcome, ExportedDevice, HidFunction};
+use super::peer::PeerPolicy;
 use super::protocol::*;
 
 /// Held interrupt-IN URBs per session. usbhid keeps one outstanding per open hidraw;
@@ -114,6 +115,7 @@ pub struct Server {
     exports: Arc<Vec<Arc<Export>>>,
     /// Slots for connections that have not imported yet.
     pending: Arc<Semaphore>,
+    peers: PeerPolicy,
 }
 
 /// The soft RLIMIT_NOFILE of this process (`None` if unlimited or unknown).
@@ -203,7 +205,13 @@ impl Server {
             listener,
             exports: Arc::new(exports),
             pending: Arc::new(Semaphore::new(capacity)),
+            peers: PeerPolicy::RootOrSameUser,
         })
+    }
+
+    /// Which local users may connect (default: root and the user vkey runs as).
+    pub fn set_peer_policy(&mut self, peers: PeerPolicy) {
+        self.peers = peers;
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -228,6 +236,12 @@ impl Server {
                         }
                         continue;
                     };
+                    if self.peers == PeerPolicy::RootOrSameUser
+                        && let Err(why) = check_peer(&stream, peer)
+                    {
+                        warn!(%peer, "connection refused: {why}");
+                        continue;
+                    }
                     let exports = self.exports.clone();
                     tokio::spawn(async move {
                         match handle_connection(stream, peer, &exports, slot).await {
@@ -277,6 +291,25 @@ async fn read_request(rd: &mut tokio::net::tcp::OwnedReadHalf) -> Result<Request
                 HANDSHAKE_TIMEOUT.as_secs()
             )))
         })
+}
+
+/// Accepts a local peer only if its socket belongs to root or to our own user. A peer
+/// on another machine (only possible with `--allow-remote`, which warns that USB/IP has
+/// no authentication) has no socket here to look up.
+fn check_peer(stream: &TcpStream, peer: SocketAddr) -> Result<(), String> {
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    let own = super::peer::own_uid();
+    match super::peer::peer_uid(peer, local) {
+        None if !peer.ip().is_loopback() && !local.ip().is_loopback() => Ok(()),
+        Some(uid) if uid == 0 || Some(uid) == own => Ok(()),
+        Some(uid) => Err(format!(
+            "its socket belongs to uid {uid}, not to root or to vkey's user{} (vkey serve --allow-any-user lifts this)",
+            own.map(|u| format!(" (uid {u})")).unwrap_or_default()
+        )),
+        None => Err(
+            "the owner of its socket is unknown (not in /proc/net/tcp); vkey serve --allow-any-user lifts this".into(),
+        ),
+    }
 }
 
 async fn handle_connection(
@@ -447,6 +480,10 @@ async fn run_session(
     export: &Export,
     identity: DeviceIdentity,
 ) -> Result<(), WireError> {
+    let mut unplug = export.device.unplug_signal();
+    if let Some(rx) = &mut unplug {
+        rx.mark_unchanged();
+    }
     let (function, notify) = export.device.attach();
     let (tx, mut rx) = mpsc::channel::<Result<UrbCommand, WireError>>(32);
     let reader = tokio::spawn(async move {
@@ -473,6 +510,15 @@ async fn run_session(
             s.out.clear();
         }
         let deadline = s.function.poll_timeout();
+        let unplugged = async {
+            match &mut unplug {
+                Some(rx) => {
+                    // A dropped sender means the device is gone for good: unplugged too.
+                    let _ = rx.changed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let timer = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -501,6 +547,10 @@ async fn run_session(
             }
             _ = notify.notified() => s.function.handle_wakeup(Instant::now()),
             _ = timer => s.function.handle_timeout(Instant::now()),
+            _ = unplugged => {
+                info!("{} unplugged: ending the session", export.busid);
+                break Ok(());
+            }
         }
     };
     reader.abort();

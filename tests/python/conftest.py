@@ -3,7 +3,9 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 
 import pytest
 
@@ -20,6 +22,11 @@ class VkeyProcess:
 
     def __init__(self, *args, env=None):
         self.args = list(args)
+        if "--control" not in self.args:
+            # Each key its own control socket, so that tests can run side by side.
+            self.control_dir = tempfile.mkdtemp(prefix="vkey-ctl-")
+            self.args += ["--control", os.path.join(self.control_dir, "control.sock")]
+        self.control_path = self.args[self.args.index("--control") + 1]
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
         self.stderr = []
@@ -47,8 +54,23 @@ class VkeyProcess:
         for line in proc.stdout:
             self.stdout_lines.append(line)
 
+    def wait_stderr(self, text, timeout=30):
+        """Whether a line containing `text` reaches vkey's stderr within `timeout` s.
+        The log is read by a thread, so a line may arrive after the event behind it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.stderr):
+                return True
+            time.sleep(0.05)
+        return False
+
     def device(self, busid="1-1"):
         return open_device(self.host, self.port, busid)
+
+    def control(self, busid="1-1"):
+        from control_client import Control
+
+        return Control(self.control_path, busid)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
