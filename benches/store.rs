@@ -56,6 +56,9 @@ fn prepare(n: usize) -> PathBuf {
             private_key: None,
             backup_eligible: None,
             backup_state: None,
+            hmac_secret: false,
+            large_blob_key: false,
+            cred_blob: Vec::new(),
         })
         .unwrap();
     }

@@ -166,8 +166,10 @@ impl EventSink for Sink {
 
 type ControlJob = Box<dyn FnOnce(&mut Authenticator) + Send>;
 
-/// A CTAP request for the authenticator thread.
+/// A request for the authenticator thread: a CTAP2 message (CTAPHID_CBOR) or a
+/// CTAP1/U2F APDU (CTAPHID_MSG).
 struct Job {
+    kind: RequestKind,
     data: Vec<u8>,
     ctx: RequestContext,
     /// Set by the session when the transaction ends on the wire (CANCEL, INIT resync,
@@ -249,7 +251,7 @@ impl Worker {
         self.wake.notify_one();
         if let Some(old) = displaced {
             debug!("dropping a request of an ended session");
-            self.end(old.reply, vec![StatusCode::KeepaliveCancel.byte()], false);
+            self.end(old.reply, not_run(old.kind), false);
         }
     }
 
@@ -292,19 +294,33 @@ impl Worker {
             if job.cancelled.load(Ordering::Acquire) {
                 // Abandoned before its turn (§11.2.9.1.5: a cancelled request answers
                 // KEEPALIVE_CANCEL; an aborted one's answer is dropped by CTAPHID).
-                self.end(job.reply, vec![StatusCode::KeepaliveCancel.byte()], false);
+                self.end(job.reply, not_run(job.kind), false);
                 continue;
             }
-            let resp = run_request(&mut auth, shared, &job.data, &job.ctx);
+            let resp = match job.kind {
+                RequestKind::Cbor => run_cbor(&mut auth, shared, &job.data, &job.ctx),
+                RequestKind::Msg => run_u2f(&mut auth, shared, &job.data),
+            };
             self.end(job.reply, resp, true);
         }
     }
 }
 
-/// Runs one CTAP request: traced (when someone listens) and the status snapshot
-/// refreshed before the response goes out, so a control client that reads the status
-/// after it sees what the command did.
-fn run_request(
+/// The answer of a request dropped before it ran. A CBOR one was cancelled or aborted:
+/// KEEPALIVE_CANCEL (§11.2.9.1.5). A U2F one is never cancelled (it does not wait for
+/// the user), only aborted or left by its session, so its answer reaches no host; it
+/// says SW_UNKNOWN all the same.
+fn not_run(kind: RequestKind) -> Vec<u8> {
+    match kind {
+        RequestKind::Cbor => vec![StatusCode::KeepaliveCancel.byte()],
+        RequestKind::Msg => vec![0x6f, 0x00],
+    }
+}
+
+/// Runs a CTAP2 message (CTAPHID_CBOR): traced (when someone listens) and the status
+/// snapshot refreshed before the response goes out, so a control client that reads the
+/// status after it sees what the command did.
+fn run_cbor(
     auth: &mut Authenticator,
     shared: &KeyShared,
     data: &[u8],
@@ -364,6 +380,8 @@ pub struct Key {
     identity: DeviceIdentity,
     worker: Arc<Worker>,
     shared: Arc<KeyShared>,
+    /// CTAP1/U2F is on: CTAPHID serves CTAPHID_MSG (else INIT says NMSG).
+    u2f: bool,
 }
 
 impl Key {
@@ -379,6 +397,7 @@ impl Key {
             serial: auth.store().serial().to_string(),
         };
         shared.set_status(auth.status());
+        let u2f = auth.u2f_enabled();
         let worker = Arc::new(Worker::default());
         let (w, sh) = (worker.clone(), shared.clone());
         std::thread::Builder::new()
@@ -388,6 +407,7 @@ impl Key {
             identity,
             worker,
             shared,
+            u2f,
         })
     }
 
@@ -439,7 +459,7 @@ impl Key {
             let give_up = tokio::select! {
                 r = &mut rx => return r.map_err(|_| Busy::Gone),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                    match self.shared.presence.pending() {
+                    match self.shared.presence.blocking() {
                         Some(p) => Some(Busy::WaitsForUser(p)),
                         None if tokio::time::Instant::now() >= deadline => Some(Busy::Timeout),
                         None => None,
@@ -480,6 +500,27 @@ impl Drop for Key {
     }
 }
 
+/// Runs a CTAP1/U2F APDU (CTAPHID_MSG). It never waits for the user and changes nothing
+/// the status shows (U2F credentials are not stored).
+fn run_u2f(auth: &mut Authenticator, sh: &KeyShared, data: &[u8]) -> Vec<u8> {
+    let started = Instant::now();
+    let traced = sh.tracing();
+    if traced {
+        sh.emit(KeyEventKind::Request(trace::u2f_request(data)));
+    }
+    let resp = auth.process_u2f(data);
+    debug!(
+        "u2f ins {:#04x} -> sw {:02x?} in {:?}",
+        data.get(1).copied().unwrap_or(0),
+        resp.get(resp.len().saturating_sub(2)..),
+        started.elapsed()
+    );
+    if traced {
+        sh.emit(KeyEventKind::Response(trace::u2f_response(data, &resp)));
+    }
+    resp
+}
+
 /// Whether a command can change what `GET /v1/keys` shows (PIN, retries, credentials).
 fn changes_status(command: u8) -> bool {
     use crate::ctap::CommandCode as C;
@@ -510,7 +551,7 @@ impl ExportedDevice for Key {
         self.worker.power_up();
         self.shared.attached.store(true, Ordering::Release);
         self.shared.emit(KeyEventKind::Attached);
-        let session = KeySession::new(self.worker.clone(), self.shared.clone());
+        let session = KeySession::new(self.worker.clone(), self.shared.clone(), self.u2f);
         let notify = session.notify.clone();
         (Box::new(session), notify)
     }
@@ -519,6 +560,7 @@ impl ExportedDevice for Key {
 /// The request this session has handed to the authenticator thread.
 struct Running {
     txn: TxnId,
+    kind: RequestKind,
     handle: RequestHandle,
     cancelled: Arc<AtomicBool>,
 }
@@ -543,17 +585,25 @@ pub struct KeySession {
     running: Option<Running>,
     /// A request CTAPHID accepted while an abandoned one still runs: handed over when
     /// that one ends. One at most (CTAPHID has one transaction at a time).
-    waiting: Option<(TxnId, Vec<u8>)>,
+    waiting: Option<Waiting>,
     shared: Arc<KeyShared>,
 }
 
+/// A request accepted by CTAPHID, not yet handed to the authenticator thread.
+struct Waiting {
+    txn: TxnId,
+    kind: RequestKind,
+    data: Vec<u8>,
+}
+
 impl KeySession {
-    fn new(worker: Arc<Worker>, shared: Arc<KeyShared>) -> KeySession {
+    /// `u2f`: CTAP1/U2F is on, CTAPHID serves CTAPHID_MSG (else INIT says NMSG).
+    fn new(worker: Arc<Worker>, shared: Arc<KeyShared>, u2f: bool) -> KeySession {
         let (response_tx, responses) = mpsc::channel();
         KeySession {
             hid: CtapHid::new(ctaphid::Config {
                 cbor: true,
-                msg: false,
+                msg: u2f,
                 wink: true,
                 version: crate::version(),
             }),
@@ -567,15 +617,17 @@ impl KeySession {
         }
     }
 
-    fn submit(&mut self, txn: TxnId, data: Vec<u8>) {
+    fn submit(&mut self, txn: TxnId, kind: RequestKind, data: Vec<u8>) {
         let (ctx, handle) = RequestContext::new();
         let cancelled = Arc::new(AtomicBool::new(false));
         self.running = Some(Running {
             txn,
+            kind,
             handle,
             cancelled: cancelled.clone(),
         });
         self.worker.submit(Job {
+            kind,
             data,
             ctx,
             cancelled,
@@ -587,9 +639,13 @@ impl KeySession {
         });
     }
 
-    /// Drops the waiting request `txn`, if that is the one waiting.
-    fn drop_waiting(&mut self, txn: TxnId) -> bool {
-        if self.waiting.as_ref().is_some_and(|(t, _)| *t == txn) {
+    /// Drops the waiting request `txn`, if that is the one waiting and of one of `kinds`.
+    fn drop_waiting(&mut self, txn: TxnId, kinds: &[RequestKind]) -> bool {
+        if self
+            .waiting
+            .as_ref()
+            .is_some_and(|w| w.txn == txn && kinds.contains(&w.kind))
+        {
             self.waiting = None;
             self.worker.dropped.fetch_add(1, Ordering::Relaxed);
             true
@@ -602,38 +658,33 @@ impl KeySession {
         while let Some(ev) = self.hid.poll_event() {
             match ev {
                 Event::Request {
-                    txn,
-                    kind: RequestKind::Cbor,
-                    data,
-                    ..
+                    txn, kind, data, ..
                 } => {
+                    // CTAPHID passes MSG on only with U2F on (else NMSG, INVALID_CMD).
                     if self.running.is_none() {
-                        self.submit(txn, data);
-                    } else if let Some((old, _)) = self.waiting.replace((txn, data)) {
+                        self.submit(txn, kind, data);
+                    } else if let Some(old) = self.waiting.replace(Waiting { txn, kind, data }) {
                         // Unreachable: CTAPHID starts a new transaction only after the
                         // old one ended, and an aborted waiting one is dropped below.
-                        warn!("request {old:?} replaced while waiting");
+                        warn!("request {:?} replaced while waiting", old.txn);
                         self.worker.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Event::Request {
-                    txn,
-                    kind: RequestKind::Msg,
-                    ..
-                } => {
-                    // CTAP1/U2F is not implemented yet (NMSG is advertised, so CTAPHID
-                    // never dispatches MSG); answer SW_INS_NOT_SUPPORTED regardless.
-                    self.hid.respond(txn, &[0x6d, 0x00]);
-                }
                 Event::Cancel { txn } => {
-                    if self.drop_waiting(txn) {
+                    // A U2F request never waits for the user (its touch is polled), and
+                    // U2F has no "cancelled" answer: it runs and answers as usual.
+                    if self.drop_waiting(txn, &[RequestKind::Cbor]) {
                         self.hid.respond(txn, &[StatusCode::KeepaliveCancel.byte()]);
-                    } else if let Some(r) = self.running.as_ref().filter(|r| r.txn == txn) {
+                    } else if let Some(r) = self
+                        .running
+                        .as_ref()
+                        .filter(|r| r.txn == txn && r.kind == RequestKind::Cbor)
+                    {
                         r.cancel();
                     }
                 }
                 Event::Abort { txn } => {
-                    if !self.drop_waiting(txn)
+                    if !self.drop_waiting(txn, &[RequestKind::Cbor, RequestKind::Msg])
                         && let Some(r) = self.running.as_ref().filter(|r| r.txn == txn)
                     {
                         r.cancel();
@@ -678,9 +729,9 @@ impl HidFunction for KeySession {
             self.hid.respond(txn, &resp);
         }
         if self.running.is_none()
-            && let Some((txn, data)) = self.waiting.take()
+            && let Some(Waiting { txn, kind, data }) = self.waiting.take()
         {
-            self.submit(txn, data);
+            self.submit(txn, kind, data);
         }
     }
 }
@@ -715,7 +766,7 @@ mod tests {
     }
 
     fn session() -> KeySession {
-        KeySession::new(Arc::new(Worker::default()), shared())
+        KeySession::new(Arc::new(Worker::default()), shared(), true)
     }
 
     fn init_report(cid: u32, cmd: u8, payload: &[u8]) -> Vec<u8> {
@@ -795,16 +846,54 @@ mod tests {
     fn a_job_left_by_an_ended_session_is_dropped_for_the_next() {
         let worker = Arc::new(Worker::default());
         let now = Instant::now();
-        let mut old = KeySession::new(worker.clone(), shared());
+        let mut old = KeySession::new(worker.clone(), shared(), true);
         let cid = channel(&mut old, now);
         old.out_report(&init_report(cid, 0x10, &[0x04]), now);
         drop(old); // disconnect: its request is cancelled, still in the slot
-        let mut new = KeySession::new(worker.clone(), shared());
+        let mut new = KeySession::new(worker.clone(), shared(), true);
         let cid = channel(&mut new, now);
         new.out_report(&init_report(cid, 0x10, &[0x06]), now);
         let job = worker.lock().job.take().expect("the new session's request");
         assert_eq!(job.data, [0x06]);
         assert_eq!(worker.dropped.load(Ordering::Relaxed), 1);
         assert_eq!(worker.queued.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn u2f_requests_share_the_one_slot() {
+        let mut s = session();
+        let now = Instant::now();
+        let cid = channel(&mut s, now);
+        // A CTAPHID_MSG (U2F_VERSION) goes to the thread as a U2F job.
+        s.out_report(&init_report(cid, 0x03, &[0, 0x03, 0, 0]), now);
+        let a = take_job(&s).expect("the APDU handed over");
+        assert_eq!(a.kind, RequestKind::Msg);
+        // CANCEL does not cancel a U2F request (it never waits for the user).
+        s.out_report(&init_report(cid, 0x11, &[]), now);
+        assert!(!a.cancelled.load(Ordering::Acquire));
+        assert!(reports(&mut s).is_empty());
+        // Resync aborts it; the next U2F request waits until it has ended.
+        s.out_report(&init_report(cid, 0x06, b"resync!!"), now);
+        assert!(a.cancelled.load(Ordering::Acquire));
+        reports(&mut s);
+        s.out_report(&init_report(cid, 0x03, &[0, 0x03, 0, 0]), now);
+        assert!(take_job(&s).is_none(), "one request with the thread");
+        // CANCEL leaves the waiting U2F request waiting; a CBOR one behind it never
+        // comes (CTAPHID: one transaction at a time), so A's end hands it over.
+        s.out_report(&init_report(cid, 0x11, &[]), now);
+        assert!(reports(&mut s).is_empty());
+        s.worker.end(a.reply, vec![0x90, 0x00], true);
+        s.handle_wakeup(now);
+        assert!(reports(&mut s).is_empty(), "A's answer dropped");
+        let b = take_job(&s).expect("B handed over");
+        assert_eq!(b.kind, RequestKind::Msg);
+        s.worker.end(b.reply, b"U2F_V2\x90\x00".to_vec(), true);
+        s.handle_wakeup(now);
+        assert_eq!(
+            reports(&mut s),
+            vec![(cid, 0x83, b"U2F_V2\x90\x00".to_vec())]
+        );
+        // A U2F request dropped before its turn answers SW_UNKNOWN, never KEEPALIVE_CANCEL.
+        assert_eq!(not_run(RequestKind::Msg), [0x6f, 0x00]);
     }
 }

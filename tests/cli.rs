@@ -43,6 +43,15 @@ fn serve(args: &[&str]) -> (Child, Vec<String>) {
         }
         lines.push(l.trim_end().to_string());
     }
+    if lines.len() < 3 {
+        // It stopped before it was ready: show why instead of an index error later.
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "vkey serve {args:?} stopped at start: {lines:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     (child, lines)
 }
 
@@ -385,5 +394,65 @@ fn pin_set_and_change_offline_and_start_up_pin_rules() {
         help.contains("--pin-file") && !help.contains("--pin <"),
         "{help}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn processes_started_together_all_get_a_control_socket() {
+    // Every vkey with the default socket path races for the same name; each must
+    // come up (one on control.sock, the others on control-PID.sock beside it).
+    let dir = tempdir("xdg");
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let children: Vec<Child> = (0..6)
+        .map(|_| {
+            Command::new(VKEY)
+                .args(["serve", "--ephemeral", "--listen", "127.0.0.1:0"])
+                .env("XDG_RUNTIME_DIR", &dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // All stay alive until each has said where it listens.
+    let mut sockets = Vec::new();
+    let mut running = Vec::new();
+    for mut c in children {
+        let mut out = BufReader::new(c.stdout.take().unwrap());
+        let mut socket = None;
+        for _ in 0..6 {
+            let mut l = String::new();
+            if out.read_line(&mut l).unwrap() == 0 {
+                break;
+            }
+            if let Some(s) = l.trim_end().strip_prefix("control socket: ") {
+                socket = Some(s.to_string());
+                break;
+            }
+        }
+        match socket {
+            Some(s) => sockets.push(s),
+            None => {
+                let _ = c.kill();
+                let out = c.wait_with_output().unwrap();
+                panic!(
+                    "no control socket: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        running.push(c);
+    }
+    for mut c in running {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    sockets.sort();
+    sockets.dedup();
+    assert_eq!(sockets.len(), 6, "{sockets:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

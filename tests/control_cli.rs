@@ -214,16 +214,24 @@ fn trace_follows_events() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(trace.stdout.take().unwrap());
+    // Lines are read on a thread: an import made before the stream subscribed shows no
+    // line at all, and a blocking read would then wait forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = trace.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
     // The subscription is made when the stream is served; retry the import until seen.
     let file = s.dir.join("cred.json");
     let mut seen = String::new();
     for i in 0..50u8 {
         std::fs::write(&file, credential_json(&[b'T', i])).unwrap();
         ok(&s.socket, &["cred", "add", file.to_str().unwrap()]);
-        let mut l = String::new();
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        if lines.read_line(&mut l).unwrap() > 0 {
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(1)) {
             seen = l;
             break;
         }

@@ -109,8 +109,8 @@ fn ctap_core_survives_mutated_and_random_messages() {
             }
         } else if i % 4 == 0 {
             let mut m = vec![
-                *[0x01u8, 0x02, 0x04, 0x06, 0x08, 0x0a, 0x0b, 0x0d, 0x41]
-                    .get(i % 9)
+                *[0x01u8, 0x02, 0x04, 0x06, 0x08, 0x0a, 0x0b, 0x0c, 0x0d, 0x41]
+                    .get(i % 10)
                     .unwrap(),
             ];
             let mut body = vec![0u8; rng.random_range(0..200)];
@@ -133,9 +133,10 @@ fn ctap_core_survives_mutated_and_random_messages() {
         }
     }
     eprintln!("statuses: {statuses:?}");
-    // The inputs reach past the CBOR parser: successes and many distinct errors.
+    // The inputs reach past the CBOR parser: successes (at least 1 %: how many depends on
+    // the mix of seeds in errors.tsv, most of which are errors) and many distinct errors.
     assert!(
-        statuses.get(&0x00).copied().unwrap_or(0) > 300,
+        statuses.get(&0x00).copied().unwrap_or(0) > 200,
         "{statuses:?}"
     );
     assert!(

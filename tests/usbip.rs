@@ -236,7 +236,11 @@ fn ctap_get_info_over_usbip() {
     let mut msg = r[7..7 + len.min(57)].to_vec();
     while msg.len() < len {
         let r = c.read_report().unwrap();
-        assert_eq!(r[4], (msg.len() - 57) as u8 / 59, "continuation sequence");
+        assert_eq!(
+            usize::from(r[4]),
+            (msg.len() - 57) / 59,
+            "continuation sequence"
+        );
         msg.extend_from_slice(&r[5..5 + (len - msg.len()).min(59)]);
     }
     let expected = std::fs::read(concat!(

@@ -43,8 +43,8 @@ pub struct ServeArgs {
 
     /// Serve the keys described in a TOML file: one [[key]] table each, with busid,
     /// store or ephemeral, presence, pin-file, uv, uv-result, attestation,
-    /// backup-eligible, backup-state.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["keys", "busid", "store", "ephemeral", "passphrase_file", "pin_file", "uv", "uv_result", "uv_retries", "attestation", "backup_eligible", "backup_state", "presence"])]
+    /// backup-eligible, backup-state, u2f.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["keys", "busid", "store", "ephemeral", "passphrase_file", "pin_file", "uv", "uv_result", "uv_retries", "attestation", "backup_eligible", "backup_state", "presence", "no_u2f"])]
     config: Option<PathBuf>,
 
     /// Directory of the key's persistent store [default: the user's data directory,
@@ -87,6 +87,11 @@ pub struct ServeArgs {
     /// Set the backed-up flag (BS) in authenticator data (needs --backup-eligible).
     #[arg(long, requires = "backup_eligible")]
     backup_state: bool,
+
+    /// No CTAP1/U2F: CTAPHID INIT says NMSG, CTAPHID_MSG is answered INVALID_CMD and
+    /// getInfo leaves out U2F_V2.
+    #[arg(long)]
+    no_u2f: bool,
 
     /// Set up user verification before any credential exists: the PIN in FILE's first
     /// line is set if the store has none, and must match if it has one. VKEY_PIN works
@@ -220,6 +225,8 @@ struct KeySpec {
     attestation: AttestationFormat,
     backup_eligible: bool,
     backup_state: bool,
+    /// CTAP1/U2F on.
+    u2f: bool,
 }
 
 /// `--config FILE`.
@@ -248,6 +255,13 @@ struct KeyConfig {
     backup_eligible: bool,
     #[serde(default)]
     backup_state: bool,
+    /// CTAP1/U2F (`u2f = false`: like `--no-u2f`).
+    #[serde(default = "yes")]
+    u2f: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn read_config(path: &Path) -> anyhow::Result<Vec<KeySpec>> {
@@ -318,6 +332,7 @@ fn read_config(path: &Path) -> anyhow::Result<Vec<KeySpec>> {
                 .map_err(&at)?,
             backup_eligible: k.backup_eligible,
             backup_state: k.backup_state,
+            u2f: k.u2f,
         });
     }
     Ok(specs)
@@ -347,6 +362,7 @@ fn specs_from_args(args: &ServeArgs) -> anyhow::Result<(Vec<KeySpec>, Option<Pat
         attestation: args.attestation,
         backup_eligible: args.backup_eligible,
         backup_state: args.backup_state,
+        u2f: !args.no_u2f,
     };
     let specs = match args.keys {
         None => vec![spec(args.busid.clone(), base.clone())],
@@ -413,6 +429,7 @@ fn start_key(spec: &KeySpec, several: bool) -> anyhow::Result<Started> {
         uv,
         events: shared.event_sink(),
         overrides,
+        u2f: spec.u2f,
         ..Config::default()
     };
     let auth = Authenticator::new(store, config).context("cannot initialise the authenticator")?;
@@ -422,8 +439,9 @@ fn start_key(spec: &KeySpec, several: bool) -> anyhow::Result<Started> {
     } else {
         "FIDO2 key".to_string()
     };
+    let u2f_note = if spec.u2f { "" } else { ", no U2F" };
     let line = format!(
-        "vkey {}: {name}, serial {serial}, store {store_desc}, {pin_note}{uv_note}",
+        "vkey {}: {name}, serial {serial}, store {store_desc}, {pin_note}{uv_note}{u2f_note}",
         env!("CARGO_PKG_VERSION")
     );
     Ok(Started { key, line })

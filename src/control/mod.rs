@@ -100,28 +100,38 @@ fn live(path: &Path) -> bool {
 /// gone) is replaced; a live one is never taken over. For the default path a live
 /// socket makes us fall back to `control-PID.sock` beside it (another vkey runs);
 /// for a path given with `--control` it is an error.
+///
+/// Several vkey processes may start at the same instant on the same default path
+/// (a test suite does): look, remove a stale socket and bind under one lock file in
+/// the socket's directory, so that no starter removes the socket another has just
+/// bound.
 pub fn bind(path: &Path, is_default: bool) -> anyhow::Result<(tokio::net::UnixListener, PathBuf)> {
     let dir = path.parent().unwrap_or(Path::new("."));
     private_dir(dir, is_default)?;
+    let _lock = lock_dir(dir)?;
     let mut path = path.to_path_buf();
-    if path.exists() {
-        if live(&path) {
-            if !is_default {
-                bail!(
-                    "the control socket {} is in use by another vkey process",
-                    path.display()
-                );
-            }
-            let other = dir.join(format!("control-{}.sock", std::process::id()));
-            eprintln!(
-                "vkey: another vkey serves {}; this one uses {} (give --control PATH to choose)",
-                path.display(),
-                other.display()
+    if path.exists() && live(&path) {
+        if !is_default {
+            bail!(
+                "the control socket {} is in use by another vkey process",
+                path.display()
             );
-            path = other;
-        } else {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        }
+        let other = dir.join(format!("control-{}.sock", std::process::id()));
+        eprintln!(
+            "vkey: another vkey serves {}; this one uses {} (give --control PATH to choose)",
+            path.display(),
+            other.display()
+        );
+        remove_stale_fallbacks(dir);
+        path = other;
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot remove the stale socket {}", path.display()));
         }
     }
     let listener = tokio::net::UnixListener::bind(&path)
@@ -133,6 +143,35 @@ pub fn bind(path: &Path, is_default: bool) -> anyhow::Result<(tokio::net::UnixLi
             .with_context(|| format!("cannot chmod {}", path.display()))?;
     }
     Ok((listener, path))
+}
+
+/// Holds `control.lock` in `dir` exclusively until dropped.
+fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let p = dir.join("control.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("cannot open {}", p.display()))?;
+    f.lock()
+        .with_context(|| format!("cannot lock {}", p.display()))?;
+    Ok(f)
+}
+
+/// Removes `control-PID.sock` files that no process answers any more (left by a
+/// vkey that was killed), so that fallbacks do not pile up.
+fn remove_stale_fallbacks(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("control-") && name.ends_with(".sock") && !live(&e.path()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Removes the socket file when the server stops.

@@ -157,6 +157,27 @@ impl Attestation {
     }
 }
 
+/// A self-signed certificate for `key` (a credential's own key), for a CTAP1/U2F
+/// registration without batch attestation: U2F must carry an X.509 certificate
+/// (U2F Raw Message Formats v1.2 §4.3), and this one tells nothing about the key beyond
+/// that public key (fixed names, a random serial number).
+pub fn self_signed_certificate(key: &SigningKey) -> Result<Vec<u8>, AttestationError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "vkey U2F Self Attestation");
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.serial_number = Some(random_serial());
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2099, 12, 31);
+    let cert = params
+        .self_signed(&P256Signer::new(key.clone()))
+        .map_err(|e| AttestationError(e.to_string()))?;
+    Ok(cert.der().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use ciborium::Value;
 
 use super::Authenticator;
 use super::cbor::{self, RequestMap, read};
-use super::params::pin_uv_auth_protocol;
+use super::params::{self, pin_uv_auth_protocol};
 use super::status::{CtapResult, StatusCode};
 use super::user_verification::RpScope;
 use crate::pin::Permissions;
@@ -32,7 +32,7 @@ impl SetMinPinLength {
     fn parse(params: Option<Vec<(Value, Value)>>) -> CtapResult<Self> {
         let mut p = RequestMap::from_entries(params.unwrap_or_default());
         let rp_ids = |v| -> CtapResult<Vec<String>> {
-            read::array(v)?.into_iter().map(read::text).collect()
+            read::array(v)?.into_iter().map(params::rp_id).collect()
         };
         Ok(SetMinPinLength {
             new_min_pin_length: p.take(0x01).map(read::unsigned).transpose()?,

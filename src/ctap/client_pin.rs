@@ -7,7 +7,7 @@ use ciborium::Value;
 use super::Authenticator;
 use super::cbor::{MapBuilder, RequestMap, read};
 use super::dispatcher::Response;
-use super::params::pin_uv_auth_protocol;
+use super::params::{self, pin_uv_auth_protocol};
 use super::presence::{RequestContext, Touch};
 use super::status::{CtapResult, StatusCode};
 use crate::pin::policy::{self, MAX_CONSECUTIVE_PIN_FAILURES, PinError};
@@ -65,7 +65,7 @@ impl ClientPinRequest {
             new_pin_enc: m.take(0x05).map(read::bytes).transpose()?,
             pin_hash_enc: m.take(0x06).map(read::bytes).transpose()?,
             permissions: m.take(0x09).map(read::unsigned).transpose()?,
-            rp_id: m.take(0x0a).map(read::text).transpose()?,
+            rp_id: m.take(0x0a).map(params::rp_id).transpose()?,
             sub_command: SubCommand::from_code(sub_command)?,
         };
         Ok(req)
@@ -114,11 +114,20 @@ pub(super) fn client_pin(
     ctx: &RequestContext,
 ) -> CtapResult<ClientPinResponse> {
     match req.sub_command {
-        SubCommand::GetPinRetries => Ok(ClientPinResponse {
-            pin_retries: Some(auth.store.pin_status().retries),
-            power_cycle_state: Some(auth.state.pin_failures >= MAX_CONSECUTIVE_PIN_FAILURES),
-            ..Default::default()
-        }),
+        SubCommand::GetPinRetries => {
+            // Without a PIN there are no retries to count: PIN_NOT_SET, as YubiKeys
+            // answer and python-fido2's device suite expects (§6.5.5.2 names no status
+            // for it; libfido2 then prints "pin retries: undefined").
+            let status = auth.store.pin_status();
+            if !status.is_set {
+                return Err(StatusCode::PinNotSet);
+            }
+            Ok(ClientPinResponse {
+                pin_retries: Some(status.retries),
+                power_cycle_state: Some(auth.state.pin_failures >= MAX_CONSECUTIVE_PIN_FAILURES),
+                ..Default::default()
+            })
+        }
         SubCommand::GetKeyAgreement => {
             let protocol = req.protocol()?;
             Ok(ClientPinResponse {
@@ -291,8 +300,10 @@ fn token_using_pin(
     check_pin_usable(auth)?;
     let shared = shared_secret(auth, protocol, req)?;
     verify_pin_hash(auth, protocol, &shared, hash_enc)?;
+    // §6.5.5.5 / §6.5.5.7.2: while forcePINChange is set, a correct PIN still gets
+    // PIN_INVALID (no token) until changePIN; python-fido2's device suite checks it.
     if auth.store.pin_status().force_change {
-        return Err(StatusCode::PinPolicyViolation);
+        return Err(StatusCode::PinInvalid);
     }
     // A PIN proves the user, not their presence: makeCredential still wants a touch.
     issue_token(auth, protocol, &shared, perms, rp_id, false)

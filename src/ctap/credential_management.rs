@@ -109,6 +109,7 @@ pub(super) struct CredentialManagementResponse {
     public_key: Option<Value>,
     total_credentials: Option<usize>,
     cred_protect: Option<u8>,
+    large_blob_key: Option<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 impl Response for CredentialManagementResponse {
@@ -142,6 +143,7 @@ impl Response for CredentialManagementResponse {
             .int_opt(0x08, self.public_key)
             .int_opt(0x09, count(self.total_credentials))
             .int_opt(0x0a, self.cred_protect)
+            .int_opt(0x0b, self.large_blob_key.map(|k| Value::Bytes(k.to_vec())))
             .build_non_empty()
     }
 }
@@ -316,6 +318,8 @@ fn credential_response(
         credential_id: Some(c.id),
         public_key: Some(key.cose_public_key()),
         cred_protect: Some(c.cred_protect),
+        // §6.8.4: the credential's largeBlobKey, if it has one.
+        large_blob_key: source.large_blob_key(),
         ..Default::default()
     })
 }

@@ -9,6 +9,7 @@ use super::credential_management::{CredentialManagementRequest, credential_manag
 use super::get_assertion::{GetAssertionRequest, get_assertion};
 use super::get_info::get_info;
 use super::get_next_assertion::get_next_assertion;
+use super::large_blobs::{LargeBlobsRequest, large_blobs};
 use super::make_credential::{MakeCredentialRequest, make_credential};
 use super::presence::RequestContext;
 use super::reset::reset;
@@ -52,12 +53,13 @@ pub(super) fn dispatch(
     const GNA: u8 = CommandCode::GetNextAssertion as u8;
     const CM: u8 = CommandCode::CredentialManagement as u8;
     const SEL: u8 = CommandCode::Selection as u8;
+    const LB: u8 = CommandCode::LargeBlobs as u8;
     const CONFIG: u8 = CommandCode::Config as u8;
     const CM_PREVIEW: u8 = CommandCode::CredentialManagementPreview as u8;
 
-    // §6.3, §6.8: every command ends the stateful command in progress; the one that
-    // continues it (getNextAssertion, a credentialManagement GetNext) gets it here and
-    // starts it again.
+    // §6.3, §6.8, §6.10: every command ends the stateful command in progress; the one
+    // that continues it (getNextAssertion, a credentialManagement GetNext, the next
+    // large-blob fragment) gets it here and starts it again.
     let stateful = auth.state.take_stateful(auth.now());
     match cmd {
         MC => respond(make_credential(
@@ -79,6 +81,11 @@ pub(super) fn dispatch(
             respond(credential_management(auth, req, stateful))
         }
         SEL => respond(selection(auth, params, ctx)),
+        LB => respond(large_blobs(
+            auth,
+            LargeBlobsRequest::parse(params)?,
+            stateful,
+        )),
         CONFIG => respond(authenticator_config(auth, ConfigRequest::parse(params)?)),
         _ => Err(StatusCode::InvalidCommand),
     }

@@ -3,15 +3,16 @@
 use std::collections::VecDeque;
 
 use ciborium::Value;
+use zeroize::Zeroizing;
 
 use super::Authenticator;
 use super::auth_data::{self, FLAG_UP, FLAG_UV};
 use super::cbor::{MapBuilder, RequestMap, read};
 use super::dispatcher::Response;
 use super::events::{CredentialInfo, Event};
-use super::extensions::{CredProtect, GetAssertionExtensions};
+use super::extensions::{AssertionExtensions, CredProtect, GetAssertionExtensions};
 use super::get_next_assertion::PendingAssertions;
-use super::params::{CredentialDescriptor, Options, UserEntity};
+use super::params::{CredentialDescriptor, Options, UserEntity, client_data_hash, rp_id};
 use super::presence::{RequestContext, Touch};
 use super::runtime::StatefulCommand;
 use super::status::{CtapResult, StatusCode};
@@ -20,7 +21,7 @@ use crate::crypto;
 
 pub(super) struct GetAssertionRequest {
     rp_id: String,
-    client_data_hash: Vec<u8>,
+    client_data_hash: [u8; 32],
     allow_list: Vec<CredentialDescriptor>,
     /// Parsed with the request; an error in them is reported at step 10, where the
     /// extensions are processed.
@@ -33,8 +34,8 @@ pub(super) struct GetAssertionRequest {
 impl GetAssertionRequest {
     pub fn parse(params: &[u8]) -> CtapResult<Self> {
         let mut m = RequestMap::parse(params)?;
-        let rp_id = read::text(m.required(0x01)?)?;
-        let client_data_hash = read::bytes(m.required(0x02)?)?;
+        let rp_id = rp_id(m.required(0x01)?)?;
+        let client_data_hash = client_data_hash(m.required(0x02)?)?;
         let allow_list = CredentialDescriptor::parse_list(m.take(0x03))?;
         let extensions = m.take(0x04).map(read::map).transpose()?;
         Ok(GetAssertionRequest {
@@ -58,6 +59,8 @@ pub(super) struct GetAssertionResponse {
     user: Option<UserEntity>,
     /// Without an allowList, in the first response only.
     number_of_credentials: Option<usize>,
+    /// largeBlobKey (§12.3), when the extension asked for it and the credential has one.
+    large_blob_key: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl Response for GetAssertionResponse {
@@ -71,6 +74,7 @@ impl Response for GetAssertionResponse {
             .int(0x03, Value::Bytes(self.signature))
             .int_opt(0x04, self.user.map(UserEntity::encode))
             .int_opt(0x05, self.number_of_credentials.map(|n| n as u64))
+            .int_opt(0x07, self.large_blob_key.map(|k| Value::Bytes(k.to_vec())))
             .build()
             .into()
     }
@@ -80,10 +84,10 @@ impl Response for GetAssertionResponse {
 pub(super) struct AssertionContext {
     pub rp_id: String,
     pub rp_id_hash: [u8; 32],
-    pub client_data_hash: Vec<u8>,
+    pub client_data_hash: [u8; 32],
     /// UP and UV; BE and BS are each credential's.
     pub flags: u8,
-    pub extensions: GetAssertionExtensions,
+    pub extensions: AssertionExtensions,
     /// The RP has several accounts here: user names may be shown (§6.2.2 "user").
     pub several_accounts: bool,
 }
@@ -134,7 +138,7 @@ pub(super) fn get_assertion(
         }
     }
     // Step 10: extensions.
-    let extensions = req.extensions?;
+    let extensions = req.extensions?.prepare(&auth.state.key_agreement, up)?;
 
     let count = ids.len();
     let context = AssertionContext {
@@ -176,7 +180,7 @@ fn locate_credentials(
                 d.public_key
                     && auth
                         .find_credential(rp_id_hash, &d.id)
-                        .is_some_and(|c| c.cred_protect.allows(uv, true))
+                        .is_some_and(|c| c.props.cred_protect.allows(uv, true))
             })
             .map(|d| d.id.clone())
             .into_iter()
@@ -204,11 +208,20 @@ pub(super) fn assertion(
         .ok_or(StatusCode::NoCredentials)?;
     let key = source.key().ok_or(StatusCode::Other)?;
     let counter = auth.store.bump_counter(id)?;
-    let outputs = context.extensions.outputs();
+    // The CredRandom follows the user verification performed (not an override bit).
+    let outputs = context
+        .extensions
+        .outputs(&source, context.flags & FLAG_UV != 0);
     let backup = auth.backup_of(id);
     let overrides = auth.config.overrides.get();
     let flags = overrides.flags(context.flags | Authenticator::backup_flags(backup));
-    let auth_data = auth_data::build(&context.rp_id_hash, flags, counter, None, outputs.encode());
+    let auth_data = auth_data::build(
+        &context.rp_id_hash,
+        flags,
+        counter,
+        None,
+        outputs.encode_auth_data(),
+    );
     let mut signed = auth_data.clone();
     signed.extend_from_slice(&context.client_data_hash);
     // §6.2.2 "user": for a discoverable credential the user handle. Name and display
@@ -219,7 +232,7 @@ pub(super) fn assertion(
     let stored = auth.store.get_credential(id);
     let user = stored
         .as_ref()
-        .filter(|_| source.discoverable)
+        .filter(|_| source.props.discoverable)
         .map(|c| UserEntity {
             id: c.user_id.clone(),
             name: c.user_name.clone().filter(|_| names),
@@ -229,7 +242,7 @@ pub(super) fn assertion(
         .events
         .emit(Event::CredentialAsserted(CredentialInfo {
             credential_id: id.to_vec(),
-            is_resident: source.discoverable,
+            is_resident: source.props.discoverable,
             rp_id: context.rp_id.clone(),
             user_handle: stored.as_ref().map(|c| c.user_id.clone()),
             user_name: stored.as_ref().and_then(|c| c.user_name.clone()),
@@ -244,5 +257,6 @@ pub(super) fn assertion(
         auth_data,
         user,
         number_of_credentials: None,
+        large_blob_key: outputs.large_blob_key,
     })
 }

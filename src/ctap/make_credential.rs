@@ -1,15 +1,17 @@
 //! authenticatorMakeCredential (0x01), CTAP 2.1 §6.1.
 
 use ciborium::Value;
+use zeroize::Zeroizing;
 
 use super::auth_data::{self, AttestedCredential, FLAG_UP, FLAG_UV};
 use super::cbor::{MapBuilder, RequestMap, read};
-use super::credential_id;
+use super::credential_id::{self, CredentialSource, Properties};
 use super::dispatcher::Response;
 use super::events::{CredentialInfo, Event};
 use super::extensions::{MakeCredentialExtensions, MakeCredentialOutputs};
 use super::params::{
-    CredentialDescriptor, Options, RpEntity, UserEntity, first_supported_algorithm,
+    CredentialDescriptor, Options, RpEntity, UserEntity, client_data_hash,
+    first_supported_algorithm,
 };
 use super::presence::{RequestContext, Touch};
 use super::status::{CtapResult, StatusCode};
@@ -19,7 +21,7 @@ use crate::crypto::{self, Algorithm, CredentialKey};
 use crate::store::Credential;
 
 pub(super) struct MakeCredentialRequest {
-    client_data_hash: Vec<u8>,
+    client_data_hash: [u8; 32],
     rp: RpEntity,
     user: UserEntity,
     /// From pubKeyCredParams (step 3).
@@ -37,7 +39,7 @@ pub(super) struct MakeCredentialRequest {
 impl MakeCredentialRequest {
     pub fn parse(params: &[u8]) -> CtapResult<Self> {
         let mut m = RequestMap::parse(params)?;
-        let client_data_hash = read::bytes(m.required(0x01)?)?;
+        let client_data_hash = client_data_hash(m.required(0x01)?)?;
         let rp = RpEntity::parse(m.required(0x02)?)?;
         let user = UserEntity::parse(m.required(0x03)?)?;
         let cred_params = read::array(m.required(0x04)?)?;
@@ -62,6 +64,8 @@ pub(super) struct MakeCredentialResponse {
     fmt: &'static str,
     auth_data: Vec<u8>,
     att_stmt: Value,
+    /// largeBlobKey (§12.3), when the extension asked for it.
+    large_blob_key: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl Response for MakeCredentialResponse {
@@ -70,6 +74,7 @@ impl Response for MakeCredentialResponse {
             .int(0x01, self.fmt)
             .int(0x02, Value::Bytes(self.auth_data))
             .int(0x03, self.att_stmt)
+            .int_opt(0x05, self.large_blob_key.map(|k| Value::Bytes(k.to_vec())))
             .build()
             .into()
     }
@@ -108,8 +113,14 @@ pub(super) fn make_credential(
     let rp_id_hash = crypto::sha256(rp.id.as_bytes());
     check_exclude_list(auth, &req, &rp_id_hash, &v, ctx)?;
 
-    // Step 13: extensions.
+    // Step 13: extensions. hmac-secret-mc's salts are opened here, before the touch.
     let extensions = req.extensions?;
+    extensions.check(rk)?;
+    let hmac_secret_mc = extensions
+        .hmac_secret_mc
+        .as_ref()
+        .map(|input| input.open(&auth.state.key_agreement))
+        .transpose()?;
 
     // Step 14: user presence (a token's userPresent or built-in UV may stand in).
     let touch = Touch {
@@ -121,14 +132,14 @@ pub(super) fn make_credential(
 
     // Steps 16–17: create the credential; a discoverable one goes to the store.
     let key = CredentialKey::generate(req.algorithm);
-    let cred_protect = extensions.cred_protect.unwrap_or_default();
-    let id = credential_id::seal(
-        auth.store.wrapping_key(),
-        &rp_id_hash,
-        &key,
-        rk,
-        cred_protect,
-    );
+    let props = Properties {
+        discoverable: rk,
+        cred_protect: extensions.cred_protect.unwrap_or_default(),
+        hmac_secret: extensions.hmac_secret == Some(true),
+        large_blob_key: extensions.large_blob_key,
+        cred_blob: extensions.cred_blob_to_store(),
+    };
+    let id = credential_id::seal(auth.store.wrapping_key(), &rp_id_hash, &key, &props);
     let (backup_eligible, backup_state) = auth.default_backup();
     if rk {
         auth.store.put_credential(Credential {
@@ -138,11 +149,14 @@ pub(super) fn make_credential(
             user_id: req.user.id.clone(),
             user_name: req.user.name.clone(),
             user_display_name: req.user.display_name.clone(),
-            cred_protect: cred_protect.level(),
+            cred_protect: props.cred_protect.level(),
             discoverable: true,
             private_key: None,
             backup_eligible: Some(backup_eligible),
             backup_state: Some(backup_state),
+            hmac_secret: props.hmac_secret,
+            large_blob_key: props.large_blob_key,
+            cred_blob: props.cred_blob.clone(),
         })?;
     }
 
@@ -151,13 +165,20 @@ pub(super) fn make_credential(
         auth.state.token.consume();
     }
 
-    // Step 19: authenticator data and attestation statement.
+    // Step 19: authenticator data and attestation statement; extension outputs only
+    // for the inputs that came (hmac-secret-mc under the CredRandom the UV flag picks).
+    let credential = CredentialSource::new(&key, props);
     let outputs = MakeCredentialOutputs {
         cred_protect: extensions.cred_protect,
         min_pin_length: auth
             .store
             .min_pin_length_for(&rp.id)
             .filter(|_| extensions.min_pin_length),
+        hmac_secret: extensions.hmac_secret,
+        hmac_secret_mc: hmac_secret_mc
+            .zip(credential.cred_random(v.uv))
+            .map(|(salts, cr)| salts.evaluate(&cr)),
+        cred_blob: extensions.cred_blob_output(),
     };
     let overrides = auth.config.overrides.get();
     let flags = FLAG_UP
@@ -193,6 +214,7 @@ pub(super) fn make_credential(
         fmt,
         auth_data,
         att_stmt,
+        large_blob_key: credential.large_blob_key(),
     })
 }
 
@@ -210,7 +232,7 @@ fn check_exclude_list(
         d.public_key
             && auth
                 .find_credential(rp_id_hash, &d.id)
-                .is_some_and(|c| c.cred_protect.allows(v.uv, true))
+                .is_some_and(|c| c.props.cred_protect.allows(v.uv, true))
     });
     if excluded {
         let touch = Touch {

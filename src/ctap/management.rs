@@ -152,7 +152,7 @@ impl Authenticator {
             id,
         )?;
         // A discoverable ID that is no longer stored was deleted or replaced.
-        if src.discoverable {
+        if src.props.discoverable {
             return None;
         }
         let key = src.key()?;
@@ -236,6 +236,12 @@ impl Authenticator {
             }),
             backup_eligible: Some(be),
             backup_state: Some(bs),
+            // An imported credential can do what one made here can: its CredRandom and
+            // largeBlobKey derive from the imported key (a largeBlobKey only for a
+            // discoverable one, as CTAP 2.1 keeps large blobs).
+            hmac_secret: true,
+            large_blob_key: c.is_resident,
+            cred_blob: Vec::new(),
         })?;
         if let Err(e) = self.store.set_counter(&id, c.sign_count) {
             let _ = self.store.delete_credential(&id);

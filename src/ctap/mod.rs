@@ -7,7 +7,8 @@
 //! through a [`RequestContext`]. One file per CTAP command, each with its request type
 //! (parsed once, with the exact status for each problem) and its response type
 //! (encoded once, canonically); extensions in `extensions/`, one module each; what a
-//! power cycle clears in `runtime`.
+//! power cycle clears in `runtime`. CTAP1/U2F APDUs (CTAPHID_MSG) go to
+//! [`Authenticator::process_u2f`] (`u2f/`), over the same credentials and counters.
 
 mod auth_data;
 mod authenticator_config;
@@ -21,6 +22,7 @@ mod extensions;
 mod get_assertion;
 mod get_info;
 mod get_next_assertion;
+mod large_blobs;
 mod make_credential;
 mod management;
 mod overrides;
@@ -31,6 +33,7 @@ mod runtime;
 mod selection;
 pub mod status;
 pub mod trace;
+mod u2f;
 mod user_verification;
 
 use std::sync::Arc;
@@ -50,6 +53,7 @@ use crate::crypto::attestation::Attestation;
 use crate::pin::{KeyAgreement, Protocol};
 use crate::store::{AttestationMaterial, Store, StoreError};
 use credential_id::CredentialSource;
+use extensions::CredProtect;
 use runtime::RuntimeState;
 
 /// The vkey AAGUID (WebAuthn §6.1: identifies the authenticator model). Fixed for every
@@ -111,6 +115,9 @@ pub struct Config {
     pub events: Arc<dyn EventSink>,
     /// CDP response override bits (bogus signature, UV / UP flags cleared).
     pub overrides: ResponseOverrides,
+    /// CTAP1/U2F over CTAPHID_MSG, and "U2F_V2" in getInfo (`vkey serve --no-u2f`
+    /// switches it off).
+    pub u2f: bool,
 }
 
 impl Default for Config {
@@ -124,6 +131,7 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             events: Arc::new(NoEvents),
             overrides: ResponseOverrides::default(),
+            u2f: true,
         }
     }
 }
@@ -194,6 +202,7 @@ impl Authenticator {
             }
         };
         let state = RuntimeState::new(config.clock.now());
+        config.presence.use_clock(config.clock.clone());
         Ok(Authenticator {
             store,
             config,
@@ -213,7 +222,16 @@ impl Authenticator {
 
     /// Power-up: a new USB session began (USB/IP import). Volatile state starts over.
     pub fn power_up(&mut self) {
+        // A CTAP1/U2F client that polled for a touch is gone with the old session.
+        if let Some(id) = self.state.polled_touch.asked_id() {
+            self.config.presence.withdraw(id);
+        }
         self.state = RuntimeState::new(self.now());
+    }
+
+    /// Whether CTAP1/U2F is on (CTAPHID advertises CTAPHID_MSG only then).
+    pub fn u2f_enabled(&self) -> bool {
+        self.config.u2f
     }
 
     fn now(&self) -> Instant {
@@ -304,7 +322,7 @@ impl Authenticator {
         }
         if let Some(src) = credential_id::open(self.store.wrapping_key(), rp_id_hash, id) {
             // Deleted or replaced (§6.1.2 step 17): no longer ours.
-            let listed = !src.discoverable || self.store.get_credential(id).is_some();
+            let listed = !src.props.discoverable || self.store.get_credential(id).is_some();
             return listed.then_some(src);
         }
         let stored = self.store.get_credential(id)?;
@@ -312,7 +330,14 @@ impl Authenticator {
             return None;
         }
         let key = stored.private_key.as_ref()?;
-        CredentialSource::from_stored(key, stored.discoverable, stored.cred_protect)
+        let props = credential_id::Properties {
+            discoverable: stored.discoverable,
+            cred_protect: CredProtect::from_level(stored.cred_protect.into())?,
+            hmac_secret: stored.hmac_secret,
+            large_blob_key: stored.large_blob_key,
+            cred_blob: stored.cred_blob.clone(),
+        };
+        Some(CredentialSource::from_stored(key, props))
     }
 }
 

@@ -3,15 +3,38 @@
 
 use ciborium::Value;
 
+use super::MAX_CREDENTIAL_COUNT_IN_LIST;
 use super::cbor::{MapBuilder, read};
 use super::status::{CtapResult, StatusCode};
 use crate::crypto::Algorithm;
 use crate::pin::Protocol;
+use crate::store::MAX_RP_ID_LEN;
 
 /// user.id is at most 64 bytes (WebAuthn §5.4.3).
 pub const MAX_USER_ID_LEN: usize = 64;
 /// Names are kept to 64 bytes: CTAP 2.1 §6.1 lets authenticators truncate them there.
 const MAX_NAME_LEN: usize = 64;
+/// An RP ID (rp.id, rpId, minPinLengthRPIDs): text of at most the store's MAX_RP_ID_LEN
+/// (256) bytes, else CTAP1_ERR_INVALID_LENGTH ("invalid message or item length", §8.2).
+/// RP IDs are domain names (WebAuthn §5.1.2), at most 253 bytes; CTAP sets no limit. The
+/// store refuses longer ones with the same status; every command that takes an RP ID
+/// refuses them while parsing, so none reaches it.
+pub fn rp_id(v: Value) -> CtapResult<String> {
+    let id = read::text(v)?;
+    if id.len() > MAX_RP_ID_LEN {
+        return Err(StatusCode::InvalidLength);
+    }
+    Ok(id)
+}
+
+/// clientDataHash (§6.1, §6.2): the SHA-256 of the client data, so exactly 32 bytes. CTAP
+/// names no status for another length; CTAP1_ERR_INVALID_LENGTH, as for user.id, and as
+/// SoloKeys' firmware answers.
+pub fn client_data_hash(v: Value) -> CtapResult<[u8; 32]> {
+    read::bytes(v)?
+        .try_into()
+        .map_err(|_| StatusCode::InvalidLength)
+}
 
 fn truncate_utf8(mut s: String, max: usize) -> String {
     if s.len() > max {
@@ -42,17 +65,15 @@ impl RpEntity {
         let mut name = None;
         for (k, v) in read::text_map(v)? {
             match k.as_str() {
-                "id" => id = Some(read::text(v)?),
+                "id" => id = Some(rp_id(v)?),
                 "name" => name = optional_text(Some(v))?,
                 _ => {} // "icon" and unknown members are ignored
             }
         }
-        let id = id.ok_or(StatusCode::MissingParameter)?;
-        // Stored with every discoverable credential: bounded (issue 11), like user.id.
-        if id.len() > crate::store::MAX_RP_ID_LEN {
-            return Err(StatusCode::InvalidLength);
-        }
-        Ok(RpEntity { id, name })
+        Ok(RpEntity {
+            id: id.ok_or(StatusCode::MissingParameter)?,
+            name,
+        })
     }
 }
 
@@ -120,13 +141,16 @@ impl CredentialDescriptor {
         })
     }
 
-    /// An optional list: absent reads as empty.
+    /// An optional list (allowList, excludeList): absent reads as empty. More entries
+    /// than getInfo's maxCredentialCountInList: CTAP2_ERR_LIMIT_EXCEEDED ("limit for
+    /// number of items exceeded", §8.2); platforms split longer lists (§6.4).
     pub fn parse_list(v: Option<Value>) -> CtapResult<Vec<CredentialDescriptor>> {
         let Some(v) = v else { return Ok(Vec::new()) };
-        read::array(v)?
-            .into_iter()
-            .map(CredentialDescriptor::parse)
-            .collect()
+        let list = read::array(v)?;
+        if list.len() > MAX_CREDENTIAL_COUNT_IN_LIST {
+            return Err(StatusCode::LimitExceeded);
+        }
+        list.into_iter().map(CredentialDescriptor::parse).collect()
     }
 
     /// The descriptor of one of our credentials.

@@ -4,6 +4,13 @@
 //! While a command waits, the transport sends KEEPALIVE(UPNEEDED) (it reads
 //! [`RequestContext::up_needed`]) and forwards CTAPHID_CANCEL as [`Signal::Cancel`].
 //! A waiting command blocks on a channel, never polls.
+//!
+//! CTAP1/U2F clients poll instead: a U2F command that needs a touch is answered at once,
+//! SW_CONDITIONS_NOT_SATISFIED until the touch is given, and the client asks again
+//! (U2F Raw Message Formats v1.2 §5.1). [`Presence::poll`] serves them with the same
+//! policy, numbers and answers: the first poll asks (a numbered touch request), an
+//! approval (or the delay's end) gives a touch that counts for [`POLLED_TOUCH_WINDOW`],
+//! and the next poll inside that window takes it.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,10 +19,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::StatusCode;
+use super::runtime::{Clock, SystemClock};
 
 /// How long a command waits for the user before CTAP2_ERR_USER_ACTION_TIMEOUT. 30 s is
 /// what hardware keys and Chrome use.
 pub const USER_PRESENCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a touch given to a polling (CTAP1/U2F) client counts before a command takes
+/// it: about what hardware keys allow between the touch and the client's next try.
+pub const POLLED_TOUCH_WINDOW: Duration = Duration::from_secs(10);
 
 /// `vkey serve --presence MODE`, switchable while the key runs (control interface).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,7 +207,73 @@ static LAST_TOUCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 struct Shared {
     mode: PresenceMode,
     /// The request waiting for an answer from the terminal / control interface.
-    waiting: Option<(PendingTouch, Sender<Signal>)>,
+    waiting: Option<Waiting>,
+    /// The answer to a polled touch request (id, approved, when), kept for its next poll.
+    polled_answer: Option<(u64, bool, Instant)>,
+    /// The authenticator's clock: when a polled touch was answered, when it lapses.
+    clock: Arc<dyn Clock>,
+}
+
+struct Waiting {
+    touch: PendingTouch,
+    waiter: Waiter,
+}
+
+enum Waiter {
+    /// A command blocked in [`Presence::request`]: the answer goes down its channel.
+    Blocked(Sender<Signal>),
+    /// A polled touch request: its client asks again, or the request lapses at this time.
+    Polled { lapses: Instant },
+}
+
+impl Shared {
+    /// The request that waits now: a polled one only until it lapses.
+    fn waiting(&self) -> Option<&Waiting> {
+        let now = self.clock.now();
+        self.waiting
+            .as_ref()
+            .filter(|w| !matches!(w.waiter, Waiter::Polled { lapses } if now > lapses))
+    }
+
+    /// Ends the wait of request `id`, if it is the one waiting.
+    fn withdraw(&mut self, id: u64) {
+        if self.waiting.as_ref().is_some_and(|w| w.touch.id == id) {
+            self.waiting = None;
+        }
+    }
+}
+
+/// The touch of a CTAP1/U2F client that polls: the request it asked for and is waiting
+/// on. Part of the authenticator's volatile state (a power cycle clears it).
+#[derive(Debug, Default)]
+pub struct PolledTouch {
+    asked: Option<Asked>,
+}
+
+#[derive(Debug)]
+struct Asked {
+    id: u64,
+    /// The mode it was asked under: a switch of mode asks again under the new one.
+    mode: PresenceMode,
+    at: Instant,
+}
+
+impl PolledTouch {
+    /// The number of the touch request this client waits on.
+    pub fn asked_id(&self) -> Option<u64> {
+        self.asked.as_ref().map(|a| a.id)
+    }
+}
+
+/// What a poll found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// The user's touch: the command may go on (the touch is used up).
+    Given,
+    /// Not yet: ask again.
+    NotYet,
+    /// The user said no (or the mode is deny); the next poll asks again.
+    Denied,
 }
 
 /// The presence policy of one key. Cheap to clone; clones share the mode and the
@@ -212,8 +290,15 @@ impl Presence {
             shared: Arc::new(Mutex::new(Shared {
                 mode,
                 waiting: None,
+                polled_answer: None,
+                clock: Arc::new(SystemClock),
             })),
         }
+    }
+
+    /// Times polled touches with the authenticator's clock (it defaults to the system's).
+    pub fn use_clock(&self, clock: Arc<dyn Clock>) {
+        self.lock().clock = clock;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -232,27 +317,54 @@ impl Presence {
 
     /// The request waiting for the user, if any.
     pub fn pending(&self) -> Option<PendingTouch> {
-        self.lock().waiting.as_ref().map(|(p, _)| p.clone())
+        self.lock().waiting().map(|w| w.touch.clone())
+    }
+
+    /// The request waiting for the user while its command blocks the authenticator
+    /// (a polled CTAP1/U2F request does not: its client asks again).
+    pub fn blocking(&self) -> Option<PendingTouch> {
+        self.lock()
+            .waiting()
+            .filter(|w| matches!(w.waiter, Waiter::Blocked(_)))
+            .map(|w| w.touch.clone())
     }
 
     /// Answers the waiting request. With `id`, only if it is still the one waiting: an
     /// answer never approves a request the user did not see.
     pub fn answer(&self, id: Option<u64>, approve: bool) -> Result<u64, AnswerError> {
-        let shared = self.lock();
-        let Some((pending, tx)) = shared.waiting.as_ref() else {
-            return Err(AnswerError::NoneWaiting);
+        let mut shared = self.lock();
+        let (waiting, blocked) = match shared.waiting() {
+            None => return Err(AnswerError::NoneWaiting),
+            Some(w) => (
+                w.touch.id,
+                match &w.waiter {
+                    Waiter::Blocked(tx) => Some(tx.clone()),
+                    Waiter::Polled { .. } => None,
+                },
+            ),
         };
         if let Some(asked) = id
-            && asked != pending.id
+            && asked != waiting
         {
-            return Err(AnswerError::Stale {
-                asked,
-                waiting: pending.id,
-            });
+            return Err(AnswerError::Stale { asked, waiting });
         }
-        tx.send(Signal::Presence(approve))
-            .map_err(|_| AnswerError::NoneWaiting)?;
-        Ok(pending.id)
+        match blocked {
+            Some(tx) => tx
+                .send(Signal::Presence(approve))
+                .map_err(|_| AnswerError::NoneWaiting)?,
+            None => {
+                // Kept with its time for the client's next poll; no longer waiting.
+                let now = shared.clock.now();
+                shared.polled_answer = Some((waiting, approve, now));
+                shared.waiting = None;
+            }
+        }
+        Ok(waiting)
+    }
+
+    /// Ends the wait of polled request `id` (its client is gone: power cycle).
+    pub fn withdraw(&self, id: u64) {
+        self.lock().withdraw(id);
     }
 
     /// Tests user presence for `touch`. `asked` is told the touch's number and details
@@ -278,7 +390,10 @@ impl Presence {
             let mode = shared.mode;
             if mode.answered_from_outside() {
                 // One request at a time per key (CTAP): this one replaces any leftover.
-                shared.waiting = Some((pending.clone(), ctx.sender.clone()));
+                shared.waiting = Some(Waiting {
+                    touch: pending.clone(),
+                    waiter: Waiter::Blocked(ctx.sender.clone()),
+                });
             }
             (mode, pending)
         };
@@ -302,15 +417,112 @@ impl Presence {
             Some(Signal::Presence(true)) => Ok(()),
             Some(Signal::Presence(false)) => Err(StatusCode::OperationDenied),
         };
-        let mut shared = self.lock();
-        if shared
-            .waiting
-            .as_ref()
-            .is_some_and(|(p, _)| p.id == pending.id)
-        {
-            shared.waiting = None;
-        }
+        self.lock().withdraw(pending.id);
         result
+    }
+
+    /// Tests user presence for a client that polls (CTAP1/U2F), without waiting: `state`
+    /// is that client's touch. The first poll asks (`asked` is told, as for
+    /// [`request`](Self::request)); under `manual` / `prompt` the request waits for an
+    /// answer while the client keeps polling (it lapses 30 s after the last poll), under
+    /// `delay:MS` the touch comes MS after the first poll. Either way the touch counts
+    /// for [`POLLED_TOUCH_WINDOW`] and the first poll within it takes it; after that
+    /// the next poll asks anew. `auto` gives it at once, `deny` never.
+    pub fn poll(
+        &self,
+        state: &mut PolledTouch,
+        touch: Touch<'_>,
+        asked: impl FnOnce(&PendingTouch),
+    ) -> Poll {
+        let mut shared = self.lock();
+        let now = shared.clock.now();
+        let mode = shared.mode;
+        if let Some(a) = state.asked.take() {
+            if a.mode == mode {
+                if let Some(outcome) = Self::outcome(&mut shared, &a, now) {
+                    if outcome == Poll::NotYet {
+                        state.asked = Some(a);
+                    }
+                    return outcome;
+                }
+            } else {
+                shared.withdraw(a.id);
+            }
+        }
+        // Ask anew.
+        let pending = PendingTouch {
+            id: LAST_TOUCH.fetch_add(1, Ordering::Relaxed) + 1,
+            command: touch.command,
+            rp_id: touch.rp_id.map(str::to_owned),
+            user_name: touch.user_name.map(str::to_owned),
+        };
+        let outcome = match mode {
+            PresenceMode::Auto => Poll::Given,
+            PresenceMode::Deny => Poll::Denied,
+            PresenceMode::Delay(d) if d.is_zero() => Poll::Given,
+            _ => {
+                if mode.answered_from_outside() {
+                    shared.waiting = Some(Waiting {
+                        touch: pending.clone(),
+                        waiter: Waiter::Polled {
+                            lapses: now + USER_PRESENCE_TIMEOUT,
+                        },
+                    });
+                }
+                state.asked = Some(Asked {
+                    id: pending.id,
+                    mode,
+                    at: now,
+                });
+                Poll::NotYet
+            }
+        };
+        drop(shared);
+        asked(&pending);
+        if mode == PresenceMode::Prompt {
+            eprintln!("{}", prompt_line(&pending));
+        }
+        outcome
+    }
+
+    /// What became of the touch request `a`; `None`: it is over without a touch to
+    /// take (lapsed, replaced, or its window passed): ask anew.
+    fn outcome(shared: &mut Shared, a: &Asked, now: Instant) -> Option<Poll> {
+        let within = |given: Instant| now >= given && now <= given + POLLED_TOUCH_WINDOW;
+        match a.mode {
+            PresenceMode::Delay(d) if !a.mode.answered_from_outside() => {
+                let given = a.at + d;
+                if now < given {
+                    Some(Poll::NotYet)
+                } else {
+                    within(given).then_some(Poll::Given)
+                }
+            }
+            _ => {
+                if let Some((id, approved, at)) = shared.polled_answer
+                    && id == a.id
+                {
+                    shared.polled_answer = None;
+                    return match approved {
+                        false => Some(Poll::Denied),
+                        true => within(at).then_some(Poll::Given),
+                    };
+                }
+                match shared.waiting.as_mut() {
+                    Some(Waiting {
+                        touch,
+                        waiter: Waiter::Polled { lapses },
+                    }) if touch.id == a.id && now <= *lapses => {
+                        *lapses = now + USER_PRESENCE_TIMEOUT;
+                        Some(Poll::NotYet)
+                    }
+                    _ => {
+                        shared.withdraw(a.id);
+                        None
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -3,14 +3,16 @@
 //! CTAP 2.1 §6.5.6 initialize(): new key agreement keys, no pinUvAuthToken, the
 //! PIN_AUTH_BLOCKED count back to zero. The reset window (§6.6) starts at power-up. And
 //! at most one stateful command is in progress (§6.3 getNextAssertion, §6.8
-//! enumerateRPs / enumerateCredentials): it lives while its next step follows at once
-//! and within 30 s.
+//! enumerateRPs / enumerateCredentials, §6.10 a large-blob write in fragments): it lives
+//! while its next step follows at once and within 30 s.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::get_next_assertion::PendingAssertions;
+use super::large_blobs::PendingLargeBlobs;
+use super::presence::PolledTouch;
 use crate::pin::{KeyAgreement, PinUvAuthToken};
 use crate::store::RpInfo;
 
@@ -62,6 +64,8 @@ pub(super) enum StatefulCommand {
     EnumerateRps(VecDeque<RpInfo>),
     /// §6.8.4: credential IDs not yet returned by enumerateCredentialsGetNextCredential.
     EnumerateCredentials(VecDeque<Vec<u8>>),
+    /// §6.10.2: a serialized large-blob array being written in fragments.
+    LargeBlobsSet(PendingLargeBlobs),
 }
 
 /// The authenticator's volatile state.
@@ -74,6 +78,8 @@ pub(super) struct RuntimeState {
     /// Wrong PINs in a row; at 3, PIN use is blocked until power cycle.
     pub pin_failures: u8,
     stateful: Option<(StatefulCommand, Instant)>,
+    /// The touch a polling CTAP1/U2F client asked for.
+    pub polled_touch: PolledTouch,
 }
 
 impl RuntimeState {
@@ -85,6 +91,7 @@ impl RuntimeState {
             token: PinUvAuthToken::new(),
             pin_failures: 0,
             stateful: None,
+            polled_touch: PolledTouch::default(),
         }
     }
 

@@ -136,7 +136,8 @@ fn parse_auth_data(ad: &[u8]) -> ParsedAuthData {
         assert_eq!(&ad[37..53], &AAGUID);
         let n = u16::from_be_bytes([ad[53], ad[54]]) as usize;
         let id = ad[55..55 + n].to_vec();
-        let key = cbor::decode(&ad[55 + n..]).unwrap();
+        // The COSE key, possibly followed by the extensions map.
+        let key = ciborium::de::from_reader(&ad[55 + n..]).unwrap();
         (id, key)
     });
     (rp, flags, counter, attested)
@@ -504,6 +505,9 @@ fn imported_credentials_with_their_own_key_sign_assertions() {
                 }),
                 backup_eligible: None,
                 backup_state: None,
+                hmac_secret: false,
+                large_blob_key: false,
+                cred_blob: Vec::new(),
             })
             .unwrap();
     }
@@ -653,3 +657,5 @@ fn authorize_checks_permission_and_rp_scope() {
     assert_eq!(a.state.token.rp_id(), Some("a.example"));
     assert_eq!(call(&mut a, &mc("a.example")), Err(0x33));
 }
+
+mod extensions;

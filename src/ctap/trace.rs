@@ -1,5 +1,6 @@
 //! The CTAP trace: each request and response decoded for a human (command name, CBOR
-//! members by their spec names, authenticator data taken apart, status name), with
+//! members by their spec names, authenticator data taken apart, status name; for
+//! CTAP1/U2F the APDU's fields and the status word's name), with
 //! every secret redacted: PINs (newPinEnc, pinHashEnc), pinUvAuthParam, tokens,
 //! hmac-secret salts and outputs, credBlob, largeBlobKey and large-blob data. What is
 //! public stays (keyAgreement, public keys, signatures). It produces a plain tree; the
@@ -43,7 +44,8 @@ pub struct TraceRequest {
 pub struct TraceResponse {
     pub command: u8,
     pub command_name: String,
-    pub status: u8,
+    /// The CTAP status byte, or a CTAP1/U2F status word.
+    pub status: u16,
     pub status_name: String,
     pub body: Option<TraceValue>,
 }
@@ -229,9 +231,32 @@ pub fn response(command: u8, msg: &[u8]) -> TraceResponse {
     TraceResponse {
         command,
         command_name: command_name(command),
-        status,
+        status: status.into(),
         status_name: status_name(status),
         body: body(RESPONSE_KEYS, keyed, rest),
+    }
+}
+
+/// Decodes a CTAP1/U2F request APDU (CTAPHID_MSG): `command` is its INS.
+pub fn u2f_request(msg: &[u8]) -> TraceRequest {
+    let (ins, name, params) = super::u2f::describe::request(msg);
+    TraceRequest {
+        command: ins,
+        command_name: name,
+        params: Some(params),
+    }
+}
+
+/// Decodes the response APDU to `request`.
+pub fn u2f_response(request: &[u8], msg: &[u8]) -> TraceResponse {
+    let (ins, command_name, _) = super::u2f::describe::request(request);
+    let (status, status_name, body) = super::u2f::describe::response(ins, msg);
+    TraceResponse {
+        command: ins,
+        command_name,
+        status,
+        status_name,
+        body,
     }
 }
 

@@ -233,20 +233,58 @@ fn other_channel_gets_channel_busy_at_once() {
 }
 
 #[test]
-fn incomplete_message_times_out_after_500ms() {
+fn incomplete_message_times_out_after_one_second() {
     let mut h = hid();
     let t0 = Instant::now();
     let cid = allocate(&mut h, t0);
     h.handle_report(&fragment(cid, 0x01, &[7u8; 100]).unwrap()[0], t0);
-    assert_eq!(h.poll_timeout(), Some(t0 + Duration::from_millis(500)));
-    h.handle_timeout(t0 + Duration::from_millis(499));
+    assert_eq!(h.poll_timeout(), Some(t0 + Duration::from_millis(1000)));
+    h.handle_timeout(t0 + Duration::from_millis(999));
     assert!(drain(&mut h).is_empty());
-    h.handle_timeout(t0 + Duration::from_millis(500));
+    h.handle_timeout(t0 + Duration::from_millis(1000));
     expect_error(&mut h, cid, HidError::MsgTimeout);
     assert_eq!(h.poll_timeout(), None);
     // A late continuation is now spurious and ignored.
-    h.handle_report(&cont_packet(cid, 0, &[1]), t0 + Duration::from_millis(600));
+    h.handle_report(&cont_packet(cid, 0, &[1]), t0 + Duration::from_millis(1100));
     assert!(drain(&mut h).is_empty());
+}
+
+#[test]
+fn a_continuation_read_late_still_counts_until_the_timer_fires() {
+    // The packet came in time but was read 1.5 s after the last one (a loaded host):
+    // no timer fired in between, so it completes the message.
+    let mut h = hid();
+    let t0 = Instant::now();
+    let cid = allocate(&mut h, t0);
+    let packets = fragment(cid, 0x10, &[7u8; 100]).unwrap();
+    h.handle_report(&packets[0], t0);
+    h.handle_report(&packets[1], t0 + Duration::from_millis(1500));
+    assert!(matches!(h.poll_event(), Some(Event::Request { .. })));
+    assert!(drain(&mut h).is_empty(), "no MSG_TIMEOUT");
+}
+
+#[test]
+fn each_packet_restarts_the_message_timer() {
+    // A slow host that keeps sending: 800 ms between packets, 2.4 s for the message.
+    let mut h = hid();
+    let t0 = Instant::now();
+    let cid = allocate(&mut h, t0);
+    let packets = fragment(cid, 0x10, &[7u8; 150]).unwrap();
+    assert_eq!(packets.len(), 3);
+    let mut now = t0;
+    for (i, p) in packets.iter().enumerate() {
+        h.handle_timeout(now);
+        assert!(
+            drain(&mut h).is_empty(),
+            "no timeout while packets keep coming"
+        );
+        h.handle_report(p, now);
+        if i + 1 < packets.len() {
+            assert_eq!(h.poll_timeout(), Some(now + Duration::from_millis(1000)));
+        }
+        now += Duration::from_millis(800);
+    }
+    assert!(matches!(h.poll_event(), Some(Event::Request { .. })));
 }
 
 #[test]
@@ -257,7 +295,7 @@ fn timed_out_message_does_not_block_the_next_one() {
     let b = allocate(&mut h, t0);
     h.handle_report(&fragment(a, 0x01, &[7u8; 100]).unwrap()[0], t0);
     // No timer fired, but the next packet arrives after the deadline.
-    h.handle_report(&init_packet(b, 0x01, 1, &[5]), t0 + Duration::from_secs(1));
+    h.handle_report(&init_packet(b, 0x01, 1, &[5]), t0 + Duration::from_secs(2));
     assert_eq!(
         drain(&mut h),
         vec![

@@ -28,8 +28,8 @@ impl Permissions {
     pub const BIO_ENROLLMENT: Permissions = Permissions(0x08);
     pub const LARGE_BLOB_WRITE: Permissions = Permissions(0x10);
     pub const AUTHENTICATOR_CONFIG: Permissions = Permissions(0x20);
-    /// What this key can grant: bioEnrollment and largeBlobWrite are not features it has.
-    const SUPPORTED: u8 = 0x01 | 0x02 | 0x04 | 0x20;
+    /// What this key can grant: everything but bioEnrollment (it has no biometrics).
+    const SUPPORTED: u8 = 0x01 | 0x02 | 0x04 | 0x10 | 0x20;
 
     /// The permissions of a request. `Err(None)` for 0 (INVALID_PARAMETER), `Err(Some)`
     /// for a permission this key does not support (UNAUTHORIZED_PERMISSION).
@@ -210,10 +210,10 @@ mod tests {
             Err(Some(())),
             "bio enrollment unsupported"
         );
-        assert_eq!(
-            Permissions::from_request(0x10),
-            Err(Some(())),
-            "largeBlobWrite unsupported"
+        assert!(
+            Permissions::from_request(0x10)
+                .unwrap()
+                .contains(Permissions::LARGE_BLOB_WRITE)
         );
         assert_eq!(Permissions::from_request(0x100), Err(Some(())));
         let p = Permissions::from_request(0x03).unwrap();

@@ -36,6 +36,12 @@ pub struct Credential {
     pub cred_protect: u8,
     /// Listed for its RP: getAssertion without an allowList, credentialManagement.
     pub discoverable: bool,
+    /// hmac-secret (CTAP 2.1 §12.5): the credential has CredRandom (derived from its key).
+    pub hmac_secret: bool,
+    /// largeBlobKey (§12.3): the credential has one (derived from its key).
+    pub large_blob_key: bool,
+    /// credBlob (§12.2), empty if none.
+    pub cred_blob: Vec<u8>,
     /// The private key, when the ID does not carry it.
     pub private_key: Option<PrivateKey>,
     /// Backup eligibility (authData BE) of this credential; `None` (stores written

@@ -38,6 +38,13 @@ struct CredentialRecord {
     backup_eligible: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     backup_state: Option<bool>,
+    /// Extensions (CTAP 2.1 §12), added with defaults: absent is none.
+    #[serde(default, skip_serializing_if = "is_false")]
+    hmac_secret: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    large_blob_key: bool,
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Vec::is_empty")]
+    cred_blob: Vec<u8>,
 }
 
 fn yes() -> bool {
@@ -46,6 +53,10 @@ fn yes() -> bool {
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Serialize, Deserialize)]
@@ -206,6 +217,9 @@ fn to_record((created, c): (u64, &Credential)) -> CredentialRecord {
         }),
         backup_eligible: c.backup_eligible,
         backup_state: c.backup_state,
+        hmac_secret: c.hmac_secret,
+        large_blob_key: c.large_blob_key,
+        cred_blob: c.cred_blob.clone(),
     }
 }
 
@@ -223,6 +237,9 @@ fn from_record(r: CredentialRecord) -> Result<Credential, String> {
         private_key,
         backup_eligible,
         backup_state,
+        hmac_secret,
+        large_blob_key,
+        cred_blob,
     } = r;
     let private_key = match private_key {
         None => None,
@@ -248,6 +265,9 @@ fn from_record(r: CredentialRecord) -> Result<Credential, String> {
         private_key,
         backup_eligible,
         backup_state,
+        hmac_secret,
+        large_blob_key,
+        cred_blob,
     })
 }
 

@@ -61,6 +61,8 @@ const META_SEQUENCE: &[u8] = b"sequence";
 const SEQUENCE_LEASE: u64 = 1024;
 /// The value every counter not in the table starts from (see [`Store::bump_counter`]).
 const META_COUNTER_FLOOR: &[u8] = b"counter-floor";
+/// The serialized large-blob array (CTAP 2.1 §6.10); absent until first written.
+const META_LARGE_BLOBS: &[u8] = b"large-blobs";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -138,6 +140,8 @@ pub struct Store {
     sequence_lease: u64,
     counter_floor: u32,
     max_credentials: usize,
+    /// The serialized large-blob array as last committed; empty if never written.
+    large_blob_array: Vec<u8>,
 }
 
 fn random_hex_serial() -> String {
@@ -230,6 +234,7 @@ impl Store {
             sequence_lease: u64::MAX,
             counter_floor: 0,
             max_credentials,
+            large_blob_array: Vec::new(),
         }
     }
 
@@ -301,6 +306,9 @@ impl Store {
         let counter_floor = meta(META_COUNTER_FLOOR)?
             .and_then(|b| u32_value(&b))
             .unwrap_or(0);
+        let large_blob_array = meta(META_LARGE_BLOBS)?
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
         Ok(Store {
             records,
             dir: Some(dir.to_path_buf()),
@@ -312,6 +320,7 @@ impl Store {
             sequence_lease: next_sequence,
             counter_floor,
             max_credentials,
+            large_blob_array,
         })
     }
 
@@ -634,7 +643,8 @@ impl Store {
         }
     }
 
-    /// Removes every stored credential (counters and the wrapping key stay), atomically.
+    /// Removes every stored credential (counters, the large-blob array and the wrapping
+    /// key stay), atomically.
     pub fn clear_credentials(&mut self) -> Result<(), StoreError> {
         let counters = self.records.entries(KIND_COUNTER)?;
         let meta = self.meta(&self.wrapping_key, &self.pin, self.counter_floor);
@@ -645,7 +655,34 @@ impl Store {
             group: None,
             value: v,
         }));
+        if !self.large_blob_array.is_empty() {
+            puts.push(Change::Put {
+                kind: KIND_META,
+                key: META_LARGE_BLOBS,
+                group: None,
+                value: &self.large_blob_array,
+            });
+        }
         self.records.replace_all(&puts)?;
+        Ok(())
+    }
+
+    /// The serialized large-blob array (CTAP 2.1 §6.10) as last committed; empty if it
+    /// was never written (the CTAP layer then serves the initial, empty array).
+    pub fn large_blob_array(&self) -> &[u8] {
+        &self.large_blob_array
+    }
+
+    /// Replaces the serialized large-blob array, durably before returning; on a failed
+    /// write nothing changes.
+    pub fn set_large_blob_array(&mut self, array: Vec<u8>) -> Result<(), StoreError> {
+        self.records.commit(&[Change::Put {
+            kind: KIND_META,
+            key: META_LARGE_BLOBS,
+            group: None,
+            value: &array,
+        }])?;
+        self.large_blob_array = array;
         Ok(())
     }
 
@@ -857,9 +894,9 @@ impl Store {
 
     /// authenticatorReset: forget every credential and counter and make a new wrapping
     /// key, so that non-discoverable credential IDs issued before are no longer ours.
-    /// The PIN goes too. The USB serial and the attestation identity stay: they belong to
-    /// the device. The new state is written whole and swapped in at once: a reset that
-    /// fails changes nothing.
+    /// The PIN and the large-blob array go too. The USB serial and the attestation identity
+    /// stay: they belong to the device. The new state is written whole and swapped in at
+    /// once: a reset that fails changes nothing.
     pub fn reset(&mut self) -> Result<(), StoreError> {
         let wrapping_key = random_key();
         let pin = PinState::default();
@@ -868,6 +905,7 @@ impl Store {
         self.wrapping_key = wrapping_key;
         self.pin = pin;
         self.counter_floor = 0;
+        self.large_blob_array = Vec::new();
         Ok(())
     }
 }

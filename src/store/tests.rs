@@ -22,6 +22,9 @@ fn cred(rp: &str, user: &[u8], id: &[u8]) -> Credential {
         private_key: None,
         backup_eligible: None,
         backup_state: None,
+        hmac_secret: false,
+        large_blob_key: false,
+        cred_blob: Vec::new(),
     }
 }
 
@@ -275,6 +278,42 @@ fn a_failed_write_leaves_memory_as_the_disk_has_it() {
     );
     assert_eq!(ids_for(&s, "b.example"), vec![b"id4".to_vec()]);
     drop(s);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn large_blob_array_and_credential_extensions_persist_and_reset_clears_the_array() {
+    let dir = tempdir();
+    {
+        let mut s = open(&dir).unwrap();
+        assert_eq!(s.large_blob_array(), b"");
+        s.set_large_blob_array(vec![0x80; 20]).unwrap();
+        let mut c = cred("a.example", b"u1", b"id1");
+        c.hmac_secret = true;
+        c.large_blob_key = true;
+        c.cred_blob = vec![1, 2, 3];
+        s.put_credential(c).unwrap();
+        // A failed write keeps the old array.
+        s.fail_writes_after(Some(0));
+        assert!(s.set_large_blob_array(vec![1; 30]).is_err());
+        assert_eq!(s.large_blob_array(), &[0x80; 20]);
+        s.fail_writes_after(None);
+    }
+    let mut s = open(&dir).unwrap();
+    assert_eq!(s.large_blob_array(), &[0x80; 20]);
+    let c = s.get_credential(b"id1").unwrap();
+    assert!(c.hmac_secret && c.large_blob_key);
+    assert_eq!(c.cred_blob, vec![1, 2, 3]);
+    // Clearing the credentials keeps the array; reset does not.
+    s.clear_credentials().unwrap();
+    assert_eq!(s.large_blob_array(), &[0x80; 20]);
+    drop(s);
+    let mut s = open(&dir).unwrap();
+    assert_eq!(s.large_blob_array(), &[0x80; 20]);
+    s.reset().unwrap();
+    assert_eq!(s.large_blob_array(), b"");
+    drop(s);
+    assert_eq!(open(&dir).unwrap().large_blob_array(), b"");
     fs::remove_dir_all(&dir).unwrap();
 }
 

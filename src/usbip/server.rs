@@ -526,6 +526,9 @@ async fn run_session(
             }
         };
         tokio::select! {
+            // URBs that already came in go before the timer: a packet read late on a
+            // loaded machine must not turn into a CTAPHID message timeout.
+            biased;
             cmd = rx.recv() => {
                 // Take every command already read before writing replies: a multi-report
                 // message then costs one write, not one per report. Up to a bound: a

@@ -214,8 +214,8 @@ def test_get_info_grew_truthfully(vkey):
     dev = vkey.device()
     try:
         info = Ctap2(dev).get_info()
-        assert info.versions == ["FIDO_2_0", "FIDO_2_1"]
-        assert info.extensions == ["credProtect", "minPinLength"]
+        assert info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]
+        assert info.extensions == ["credBlob", "credProtect", "hmac-secret", "hmac-secret-mc", "largeBlobKey", "minPinLength"]
         assert info.options["rk"] and info.options["up"] and not info.options["plat"]
         assert info.options["clientPin"] is False  # supported, not set
         for opt in ("credMgmt", "pinUvAuthToken", "authnrCfg", "setMinPINLength", "makeCredUvNotRqd"):

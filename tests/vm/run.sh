@@ -5,7 +5,9 @@
 #   tests/vm/run.sh GUEST_SCRIPT MARKER [-- VKEY_SERVE_ARGS...]
 #
 # VKEY_BIN (default target/release/vkey) and LINUX_VM (default ../shared/tools/linux-vm)
-# may be overridden. Exit 0 on success.
+# may be overridden; VM_RUNNER=run-browser-in-vm runs the script in the browser image
+# (Debian bookworm root file system: OpenSSH, python3) instead of the busybox guest.
+# Exit 0 on success.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 GUEST=$1 MARKER=$2; shift 2
@@ -15,7 +17,7 @@ name=$(basename "$GUEST" .sh)
 start_vkey "$name" "$@"
 
 set +e
-"$LINUX_VM/run-in-vm" --usbip "127.0.0.1:$VKEY_PORT" --timeout 240 --add "$GUEST" \
+"$LINUX_VM/${VM_RUNNER:-run-in-vm}" --usbip "127.0.0.1:$VKEY_PORT" --timeout 240 --add "$GUEST" \
     --out "$OUT/$name.out" -- sh "/data/$(basename "$GUEST")" > "$OUT/$name.console" 2>&1
 rc=$?
 set -e

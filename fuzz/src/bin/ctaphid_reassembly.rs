@@ -1,5 +1,5 @@
 //! CTAPHID with a moving clock: the input is a series of (clock step, 64-byte report).
-//! A step byte advances the clock by 0–2.55 s (past the 500 ms message timeout and the
+//! A step byte advances the clock by 0–2.55 s (past the 1 s message timeout and the
 //! 100 ms keepalive); timers fire when due, as the server's loop fires them; requests
 //! are answered at once or later, with responses up to the largest message.
 #![no_main]
