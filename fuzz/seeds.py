@@ -93,6 +93,56 @@ def usbip_enumeration():
     return [s, devlist]
 
 
+def u2f_apdus():
+    """u2f_apdu: mode 0 + each APDU of fixtures/u2f/apdus.tsv; mode 1 (register, then
+    authenticate with the key handle) in each control byte and encoding, with the key
+    handle changed and under another application."""
+    out = []
+    with open(os.path.join(FIXTURES, "u2f", "apdus.tsv")) as f:
+        for line in f:
+            if line.startswith("#"):
+                continue
+            cols = line.rstrip("\n").split("\t")
+            out.append(b"\x00" + bytes.fromhex(cols[1]))
+    app, challenge = hashlib.sha256(b"https://example.com").digest(), bytes(range(32))
+    for control in (0x03, 0x07, 0x08, 0x05):
+        for flags, at, xor in ((0, 0, 0), (2, 0, 0), (6, 0, 0), (1, 0, 0), (0, 63, 1)):
+            out.append(b"\x01" + app + bytes([control]) + challenge + bytes([flags, at, xor]))
+    return out
+
+
+def large_blob_scripts(requests):
+    """large_blobs: scripts (see fuzz/src/bin/large_blobs.rs). Array contents are the
+    CTAP requests of fixtures/ctap/ (any bytes do; these are real CBOR)."""
+    u16 = lambda v: struct.pack(">H", v)
+    get = lambda off, n, wide=0: bytes([0, wide]) + u16(off) + u16(n)
+    def array(payload, chunk, corrupt=1, auth=0):
+        return bytes([1]) + u16(len(payload)) + u16(chunk) + bytes([corrupt, auth]) + payload[:2048]
+    def fragment(how, size, data, offset=None, length=None, auth=0):
+        b = bytes([3, how])
+        if offset is not None:
+            b += u16(offset)
+        b += u16(size) + data[: min(size, 256)]
+        if length is not None:
+            b += u16(length)
+        return b + bytes([auth])
+    other, power = bytes([5]), bytes([7, 0])
+    advance = lambda quarter_seconds: bytes([6, quarter_seconds])
+    payload = b"".join(requests)[:5000]
+    lb = [r for r in requests if r[:1] == b"\x0c"]
+    out = []
+    for head in (0, 1, 3):  # unprotected; PIN + protocol 2; PIN + protocol 1
+        out.append(bytes([head]) + get(0, 64) + array(lb[0] if lb else b"\x80", 7) + get(0, 1024))
+        out.append(bytes([head]) + array(payload, 4000) + get(0, 7545) + get(4000, 7545))
+        out.append(bytes([head]) + array(payload[:300], 100, corrupt=0) + get(0, 64))
+        out.append(bytes([head]) + fragment(0x04, 10, payload, length=100) + other + fragment(0, 10, payload))
+        out.append(bytes([head]) + fragment(0x04, 10, payload, length=100) + advance(121) + fragment(0, 10, payload))
+        out.append(bytes([head]) + fragment(0x04, 10, payload, length=100) + power + fragment(0, 10, payload))
+        out.append(bytes([head]) + array(payload[:64], 16, auth=4) + array(payload[:64], 16, auth=5))
+        out.append(bytes([head]) + advance(200) + array(payload[:64], 64) + get(3, 9, 1))
+    return out
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "fuzz", "seeds")
     requests = ctap_requests()
@@ -100,6 +150,8 @@ def main():
         "ctap_request": requests,
         "ctaphid_reassembly": ctaphid_sessions(requests),
         "usbip_commands": usbip_enumeration(),
+        "u2f_apdu": u2f_apdus(),
+        "large_blobs": large_blob_scripts(requests),
     }
     for target, inputs in corpora.items():
         d = os.path.join(out, target)

@@ -33,7 +33,7 @@ mod runtime;
 mod selection;
 pub mod status;
 pub mod trace;
-mod u2f;
+pub mod u2f;
 mod user_verification;
 
 use std::sync::Arc;

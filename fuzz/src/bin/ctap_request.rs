@@ -8,30 +8,14 @@
 //! each new store.
 #![no_main]
 
-use std::sync::OnceLock;
+#[path = "../common.rs"]
+mod common;
 
 use libfuzzer_sys::fuzz_target;
-use vkey::ctap::{Authenticator, Config, MAX_MSG_SIZE, RequestContext};
-use vkey::store::{AttestationMaterial, Store};
-
-fn attestation() -> &'static (AttestationMaterial, String) {
-    static ONCE: OnceLock<(AttestationMaterial, String)> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let auth = Authenticator::new(Store::ephemeral(), Config::default()).expect("a key");
-        let material = auth.store().attestation().expect("attestation material");
-        (material, auth.attestation_ca_pem().expect("CA"))
-    })
-}
+use vkey::ctap::{Config, MAX_MSG_SIZE, RequestContext};
 
 fuzz_target!(|data: &[u8]| {
-    let (material, ca_pem) = attestation();
-    let mut store = Store::ephemeral();
-    if store.set_attestation(material.clone(), ca_pem).is_err() {
-        return;
-    }
-    let Ok(mut auth) = Authenticator::new(store, Config::default()) else {
-        return;
-    };
+    let mut auth = common::fresh_key(Config::default());
     let (ctx, _handle) = RequestContext::new();
     let resp = auth.process(data, &ctx);
     assert!(!resp.is_empty() && resp.len() <= MAX_MSG_SIZE);
