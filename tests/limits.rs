@@ -118,7 +118,13 @@ fn ctaphid_init(c: &mut Client) -> u32 {
 
 /// Sends a CTAPHID_CBOR request and reads its response, skipping keepalives.
 fn cbor(c: &mut Client, cid: u32, req: &[u8]) -> Vec<u8> {
-    for r in message(cid, 0x10, req) {
+    call(c, cid, 0x10, req)
+}
+
+/// Sends a CTAPHID request (CBOR 0x10, MSG 0x03) and reads its response, skipping
+/// keepalives.
+fn call(c: &mut Client, cid: u32, cmd: u8, req: &[u8]) -> Vec<u8> {
+    for r in message(cid, cmd, req) {
         c.write_report(&r).unwrap();
     }
     let mut r = c.read_report().unwrap();
@@ -132,7 +138,7 @@ fn cbor(c: &mut Client, cid: u32, req: &[u8]) -> Vec<u8> {
             (cid >> 16) as u8,
             (cid >> 8) as u8,
             cid as u8,
-            0x90
+            0x80 | cmd
         ],
         "{r:?}"
     );
@@ -167,14 +173,27 @@ fn import(addr: SocketAddr) -> Client {
 /// before their turn are dropped, and a later import is not stuck behind them.
 #[test]
 fn request_then_resync_loop_keeps_one_request_in_flight() {
+    let req = make_credential(false);
+    request_then_resync_loop(0x10, &req, |r| r[0] == 0, "makeCredential");
+}
+
+/// The same with CTAP1/U2F's U2F_REGISTER (CTAPHID_MSG): a key generation and two
+/// signatures, on the same authenticator thread and through the same slot.
+#[test]
+fn u2f_request_then_resync_loop_keeps_one_request_in_flight() {
+    let mut req = vec![0x00, 0x01, 0x00, 0x00, 64];
+    req.extend_from_slice(&[0x11; 64]);
+    request_then_resync_loop(0x03, &req, |r| r.ends_with(&[0x90, 0x00]), "U2F_REGISTER");
+}
+
+fn request_then_resync_loop(cmd: u8, req: &[u8], ok: fn(&[u8]) -> bool, name: &str) {
     const ROUNDS: usize = 3000;
     let (addr, key) = start();
     let mut c = import(addr);
     c.enumerate().unwrap();
     let cid = ctaphid_init(&mut c);
-    let req = make_credential(false);
-    let first = cbor(&mut c, cid, &req);
-    assert_eq!(first[0], 0, "makeCredential works");
+    let first = call(&mut c, cid, cmd, req);
+    assert!(ok(&first), "{name} works: {first:02x?}");
     // Replies (RET_SUBMIT of every OUT report, 48 bytes each) are counted by a thread,
     // so the burst is limited by the server alone.
     let mut replies = c.stream().try_clone().unwrap();
@@ -193,7 +212,7 @@ fn request_then_resync_loop_keeps_one_request_in_flight() {
     let mut submitted = 0usize;
     let started = Instant::now();
     for round in 0..ROUNDS {
-        batch.extend(message(cid, 0x10, &req));
+        batch.extend(message(cid, cmd, req));
         batch.push(init_report(cid, 0x06, 8, b"resync!!"));
         if round % 50 == 49 || round == ROUNDS - 1 {
             for r in batch.drain(..) {
@@ -224,7 +243,7 @@ fn request_then_resync_loop_keeps_one_request_in_flight() {
     assert_eq!(info[0], 0, "getInfo after the burst");
     let after = key.stats();
     println!(
-        "{ROUNDS} x {{makeCredential; INIT}} sent in {sent:?}, all reports taken after \
+        "{ROUNDS} x {{{name}; INIT}} sent in {sent:?}, all reports taken after \
          {taken:?}; key stats then: {during:?}; the next import answered getInfo after \
          {next_import:?}; stats now: {after:?}"
     );
