@@ -10,6 +10,8 @@
 //!
 //! [`key`], [`control`] and [`cli`] are the edge that wires them together; [`bench`] (the
 //! `vkey bench` host that measures USB/IP keys) is edge too: a client of the wire format.
+//! `cli`, `control` and `bench` are the `edge` feature (on by default), which the fuzz
+//! targets leave out.
 #![forbid(unsafe_code)]
 
 /// vkey's version (major, minor, patch), from Cargo.toml. Every layer that reports a
@@ -23,8 +25,11 @@ pub fn version() -> (u8, u8, u8) {
     )
 }
 
+#[cfg(feature = "edge")]
 pub mod bench;
+#[cfg(feature = "edge")]
 pub mod cli;
+#[cfg(feature = "edge")]
 pub mod control;
 pub mod crypto;
 pub mod ctap;

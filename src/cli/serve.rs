@@ -465,6 +465,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "vkey: WARNING: --allow-any-user: every local user can import these keys (reset them, burn their PIN retries)"
         );
     }
+    // Before anything opens files: connections are capped well below the limit, with a
+    // reserve kept for the store's writes (see usbip::server).
+    crate::usbip::server::raise_nofile_limit();
     if args.attach {
         super::attach::preflight()?;
     }

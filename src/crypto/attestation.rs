@@ -17,6 +17,9 @@ const OID_FIDO_AAGUID: &[u64] = &[1, 3, 6, 1, 4, 1, 45724, 1, 1, 4];
 /// id-fido-u2f-ce-transports: bit string of transports; bit 2 = USB.
 const OID_FIDO_TRANSPORTS: &[u64] = &[1, 3, 6, 1, 4, 1, 45724, 2, 1, 1];
 
+/// The CA's common name: generic, identical for every vkey.
+const CA_COMMON_NAME: &str = "vkey Attestation CA";
+
 #[derive(Debug, thiserror::Error)]
 #[error("attestation certificate: {0}")]
 pub struct AttestationError(String);
@@ -67,9 +70,10 @@ fn random_serial() -> SerialNumber {
 }
 
 impl Attestation {
-    /// Generates a CA and a batch certificate for `aaguid`. `label` names the store (its
-    /// serial) in the CA's common name so that two stores' CAs are told apart.
-    pub fn generate(aaguid: &[u8; 16], label: &str) -> Result<Attestation, AttestationError> {
+    /// Generates a CA and a batch certificate for `aaguid`. Their names are the same for
+    /// every vkey (privacy: nothing in them tells one key from another, in particular not
+    /// the USB serial); only the keys differ.
+    pub fn generate(aaguid: &[u8; 16]) -> Result<Attestation, AttestationError> {
         let err = |e: rcgen::Error| AttestationError(e.to_string());
         let mut rng = rand::rng();
         let ca_key = P256Signer::new(
@@ -82,7 +86,7 @@ impl Attestation {
         ca.distinguished_name.push(DnType::CountryName, "US");
         ca.distinguished_name.push(DnType::OrganizationName, "vkey");
         ca.distinguished_name
-            .push(DnType::CommonName, format!("vkey Attestation CA {label}"));
+            .push(DnType::CommonName, CA_COMMON_NAME);
         ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         ca.serial_number = Some(random_serial());
@@ -186,7 +190,7 @@ mod tests {
 
     #[test]
     fn generates_and_roundtrips() {
-        let a = Attestation::generate(&[1u8; 16], "TEST").unwrap();
+        let a = Attestation::generate(&[1u8; 16]).unwrap();
         assert!(a.batch_cert_der.len() > 200);
         // The AAGUID extension is in the certificate.
         let needle = [&[0x04u8, 0x10][..], &[1u8; 16]].concat();

@@ -34,7 +34,7 @@ mod runtime;
 mod selection;
 pub mod status;
 pub mod trace;
-mod u2f;
+pub mod u2f;
 mod user_verification;
 
 use std::sync::Arc;
@@ -195,7 +195,7 @@ impl Authenticator {
             Some(m) => Attestation::from_parts(&m.batch_key_pkcs8, m.batch_cert_der, m.ca_cert_der)
                 .ok_or(InitError::BadAttestation)?,
             None => {
-                let a = Attestation::generate(&AAGUID, store.serial())?;
+                let a = Attestation::generate(&AAGUID)?;
                 let material = AttestationMaterial {
                     batch_key_pkcs8: a.batch_key_pkcs8(),
                     batch_cert_der: a.batch_cert_der.clone(),

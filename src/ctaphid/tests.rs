@@ -401,3 +401,23 @@ fn short_reports_are_zero_padded() {
     h.handle_report(&[], now);
     assert!(drain(&mut h).is_empty());
 }
+
+#[test]
+fn cbor_without_its_command_byte_is_invalid_len() {
+    // §11.2.9.1.2: a CTAPHID_CBOR message carries 1..n+1 bytes (the CTAP command byte,
+    // then CBOR). BCNT 0 is a framing error, answered at this layer like every other
+    // length violation, and never reaches the application.
+    let mut h = hid();
+    let now = Instant::now();
+    let cid = allocate(&mut h, now);
+    h.handle_report(&init_packet(cid, 0x10, 0, &[]), now);
+    expect_error(&mut h, cid, HidError::InvalidLen);
+    assert!(h.poll_event().is_none());
+    assert!(!h.is_busy());
+    // The channel works on: one command byte is a whole CBOR message.
+    h.handle_report(&init_packet(cid, 0x10, 1, &[0x04]), now);
+    assert!(matches!(
+        h.poll_event(),
+        Some(Event::Request { data, .. }) if data == [0x04]
+    ));
+}

@@ -315,6 +315,10 @@ impl CtapHid {
         if bcnt > MAX_MESSAGE_LEN {
             return self.send_error(cid, HidError::InvalidLen);
         }
+        // §11.2.9.1.2: CTAPHID_CBOR carries 1..n+1 bytes, the CTAP command byte first.
+        if command == Command::Cbor && bcnt == 0 {
+            return self.send_error(cid, HidError::InvalidLen);
+        }
         if bcnt <= INIT_DATA_LEN {
             return self.handle_message(cid, command, data[..bcnt].to_vec(), now);
         }

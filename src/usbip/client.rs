@@ -86,7 +86,11 @@ pub struct Client {
 impl Client {
     /// OP_REQ_IMPORT of `busid`; an error if the server refuses.
     pub fn import(addr: SocketAddr, busid: &str) -> io::Result<Client> {
-        let mut stream = TcpStream::connect(addr)?;
+        Client::import_over(TcpStream::connect(addr)?, busid)
+    }
+
+    /// OP_REQ_IMPORT over a stream the caller connected (and tuned) itself.
+    pub fn import_over(mut stream: TcpStream, busid: &str) -> io::Result<Client> {
         stream.set_nodelay(true)?;
         let mut req = op_request(OP_REQ_IMPORT);
         req.extend_from_slice(&fixed_str(busid, 32));

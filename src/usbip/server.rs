@@ -6,17 +6,23 @@
 //! state: endpoint 0, the queue of held interrupt-IN URBs, and the [`HidFunction`].
 //! The loop sleeps until a command arrives, the function's worker signals, or the
 //! function's own timer is due: an idle key with an IN URB held wakes up zero times.
+//!
+//! Every resource a peer can make us hold is bounded: connections that have not
+//! imported yet (a cap, and a handshake timeout), a host that vanished without FIN
+//! (TCP keepalive and TCP_USER_TIMEOUT), a host that stops reading (bounded output, a
+//! write timeout), and file descriptors (a reserve the connections never touch, so the
+//! store can always write).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use super::descriptors::{DeviceIdentity, EP_IN, EP_OUT};
@@ -33,6 +39,33 @@ const MAX_HELD_IN_URBS: usize = 64;
 const REIMPORT_GRACE: std::time::Duration = std::time::Duration::from_millis(1000);
 /// The speed we report: full speed (USB 1.1 timing, 64-byte packets), what FIDO keys are.
 const SPEED_FULL: u32 = 2;
+
+/// Connections that have not imported a device yet (listing, importing, or idle). More
+/// are closed as soon as they are accepted. `usbip list` / `attach` need one each,
+/// briefly; an imported session holds no slot (there is one per exported device).
+pub const MAX_PENDING_CONNECTIONS: usize = 64;
+/// File descriptors kept free of connections, for the store (a temporary file and its
+/// directory per write, the counter log), the runtime and the accept that refuses.
+pub const FD_RESERVE: u64 = 32;
+/// A connection must send its whole OP request (header, and bus id for an import)
+/// within this; `usbip` sends it at once.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write that makes no progress for this long (the peer stopped reading) ends the
+/// session. A host reads continuously (vhci keeps an IN URB queued).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Replies gathered before they are written: the session stops taking commands
+/// beyond this until the peer has read them.
+const MAX_BUFFERED_OUTPUT: usize = 64 * 1024;
+/// TCP keepalive: first probe after this much silence, then every
+/// [`KEEPALIVE_INTERVAL`]; [`KEEPALIVE_PROBES`] unanswered probes close the connection.
+/// A host that vanished without FIN (power loss, cable, VM killed) frees its import
+/// within 15 + 3 × 5 = 30 s. A live host's kernel answers the probes itself.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_PROBES: u32 = 3;
+/// TCP_USER_TIMEOUT: data unacknowledged this long closes the connection (keepalive
+/// covers an idle connection, this one a connection with replies in flight).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Export {
     busid: String,
@@ -80,7 +113,61 @@ impl Drop for AttachGuard {
 pub struct Server {
     listener: TcpListener,
     exports: Arc<Vec<Arc<Export>>>,
+    /// Slots for connections that have not imported yet.
+    pending: Arc<Semaphore>,
     peers: PeerPolicy,
+}
+
+/// The soft RLIMIT_NOFILE of this process (`None` if unlimited or unknown).
+pub fn nofile_limit() -> Option<u64> {
+    let (soft, _) = rlimit::Resource::NOFILE.get().ok()?;
+    (soft != rlimit::INFINITY).then_some(soft)
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (many systems start processes at
+/// 1024 with a far higher hard limit). Returns the soft limit now in force.
+pub fn raise_nofile_limit() -> Option<u64> {
+    if let Err(e) = rlimit::increase_nofile_limit(1 << 20) {
+        debug!("cannot raise RLIMIT_NOFILE: {e}");
+    }
+    nofile_limit()
+}
+
+/// How many connections may wait for their import: [`MAX_PENDING_CONNECTIONS`], less
+/// if the file descriptor limit is low, so that [`FD_RESERVE`] descriptors stay free
+/// with every slot and every device's session in use.
+fn pending_capacity(nofile: Option<u64>, devices: usize) -> usize {
+    let Some(n) = nofile else {
+        return MAX_PENDING_CONNECTIONS;
+    };
+    let room = n.saturating_sub(FD_RESERVE + devices as u64);
+    (room.min(MAX_PENDING_CONNECTIONS as u64) as usize).max(1)
+}
+
+/// Sets the socket options every connection gets (keepalive, user timeout, no Nagle).
+fn configure(stream: &TcpStream) -> std::io::Result<()> {
+    // Without TCP_NODELAY, Nagle + delayed ACK add ~40 ms per report pair.
+    stream.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(stream);
+    sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES),
+    )?;
+    sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))
+}
+
+/// Writes `buf` whole, or fails once no progress was possible for [`WRITE_TIMEOUT`].
+async fn send(wr: &mut OwnedWriteHalf, buf: &[u8]) -> Result<(), WireError> {
+    match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(buf)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(WireError::Protocol(format!(
+            "the peer stopped reading ({} bytes not taken in {} s)",
+            buf.len(),
+            WRITE_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 impl Server {
@@ -108,10 +195,16 @@ impl Server {
                     released: Notify::new(),
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let capacity = pending_capacity(nofile_limit(), exports.len());
+        debug!(
+            "up to {capacity} connections before import; file descriptor limit {:?}",
+            nofile_limit()
+        );
         Ok(Server {
             listener,
             exports: Arc::new(exports),
+            pending: Arc::new(Semaphore::new(capacity)),
             peers: PeerPolicy::RootOrSameUser,
         })
     }
@@ -127,9 +220,22 @@ impl Server {
 
     /// Serves until the process ends. A broken connection never affects the others.
     pub async fn run(self) {
+        let mut refused = 0u64;
+        let mut last_warning: Option<Instant> = None;
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = self.pending.clone().try_acquire_owned() else {
+                        // Full: closed at once (the peer sees its connection end).
+                        drop(stream);
+                        refused += 1;
+                        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                            warn!(%peer, "too many connections waiting for an import: {refused} refused");
+                            last_warning = Some(Instant::now());
+                            refused = 0;
+                        }
+                        continue;
+                    };
                     if self.peers == PeerPolicy::RootOrSameUser
                         && let Err(why) = check_peer(&stream, peer)
                     {
@@ -138,7 +244,7 @@ impl Server {
                     }
                     let exports = self.exports.clone();
                     tokio::spawn(async move {
-                        match handle_connection(stream, peer, &exports).await {
+                        match handle_connection(stream, peer, &exports, slot).await {
                             Ok(()) | Err(WireError::Closed) => debug!(%peer, "connection closed"),
                             Err(e) => warn!(%peer, "closing connection: {e}"),
                         }
@@ -152,6 +258,39 @@ impl Server {
             }
         }
     }
+}
+
+/// What a connection asks for before the URB phase.
+enum Request {
+    DevList,
+    Import(String),
+}
+
+/// Reads the OP request (and an import's bus id) within [`HANDSHAKE_TIMEOUT`].
+async fn read_request(rd: &mut tokio::net::tcp::OwnedReadHalf) -> Result<Request, WireError> {
+    let read = async {
+        let op = read_op_header(rd).await?;
+        match op.code {
+            OP_REQ_DEVLIST => Ok(Request::DevList),
+            OP_REQ_IMPORT => {
+                let mut b = [0u8; 32];
+                rd.read_exact(&mut b).await.map_err(|_| WireError::Closed)?;
+                Ok(Request::Import(parse_fixed_str(&b)))
+            }
+            other => Err(WireError::Protocol(format!(
+                "unknown operation {other:#06x} (version {:#06x})",
+                op.version
+            ))),
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(WireError::Protocol(format!(
+                "no complete request within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            )))
+        })
 }
 
 /// Accepts a local peer only if its socket belongs to root or to our own user. A peer
@@ -177,55 +316,41 @@ async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
     exports: &[Arc<Export>],
+    slot: OwnedSemaphorePermit,
 ) -> Result<(), WireError> {
-    // Without TCP_NODELAY, Nagle + delayed ACK add ~40 ms per report pair.
-    stream.set_nodelay(true)?;
-    let (mut rd, wr) = stream.into_split();
-    let mut wr = BufWriter::new(wr);
-    let op = read_op_header(&mut rd).await?;
-    match op.code {
-        OP_REQ_DEVLIST => {
+    configure(&stream)?;
+    let (mut rd, mut wr) = stream.into_split();
+    match read_request(&mut rd).await? {
+        Request::DevList => {
             let mut v = op_header(OP_REP_DEVLIST, 0);
             v.extend_from_slice(&(exports.len() as u32).to_be_bytes());
             for e in exports {
                 v.extend_from_slice(&e.record(&e.device.identity()));
                 v.extend_from_slice(&[0x03, 0x00, 0x00, 0x00]); // HID interface, padding
             }
-            wr.write_all(&v).await?;
-            wr.flush().await?;
-            Ok(())
+            send(&mut wr, &v).await
         }
-        OP_REQ_IMPORT => {
-            let mut b = [0u8; 32];
-            rd.read_exact(&mut b).await.map_err(|_| WireError::Closed)?;
-            let busid = parse_fixed_str(&b);
+        Request::Import(busid) => {
             let Some(export) = exports.iter().find(|e| e.busid == busid) else {
                 warn!(%peer, "import of unknown bus id {busid:?} refused");
-                wr.write_all(&op_header(OP_REP_IMPORT, 1)).await?;
-                wr.flush().await?;
-                return Ok(());
+                return send(&mut wr, &op_header(OP_REP_IMPORT, 1)).await;
             };
             if !claim(export).await {
                 warn!(%peer, "import of {busid} refused: already attached");
-                wr.write_all(&op_header(OP_REP_IMPORT, 1)).await?;
-                wr.flush().await?;
-                return Ok(());
+                return send(&mut wr, &op_header(OP_REP_IMPORT, 1)).await;
             }
             let _guard = AttachGuard(export.clone());
+            // Imported: the connection counts as the device's session from now on.
+            drop(slot);
             let identity = export.device.identity();
             let mut v = op_header(OP_REP_IMPORT, 0);
             v.extend_from_slice(&export.record(&identity));
-            wr.write_all(&v).await?;
-            wr.flush().await?;
+            send(&mut wr, &v).await?;
             info!(%peer, "{busid} attached");
             let r = run_session(rd, wr, export, identity).await;
             info!(%peer, "{busid} detached");
             r
         }
-        other => Err(WireError::Protocol(format!(
-            "unknown operation {other:#06x} (version {:#06x})",
-            op.version
-        ))),
     }
 }
 
@@ -351,7 +476,7 @@ impl Session {
 
 async fn run_session(
     mut rd: tokio::net::tcp::OwnedReadHalf,
-    mut wr: BufWriter<OwnedWriteHalf>,
+    mut wr: OwnedWriteHalf,
     export: &Export,
     identity: DeviceIdentity,
 ) -> Result<(), WireError> {
@@ -379,13 +504,10 @@ async fn run_session(
     let result = loop {
         s.pump_in_reports();
         if !s.out.is_empty() {
-            if let Err(e) = wr.write_all(&s.out).await {
-                break Err(e.into());
+            if let Err(e) = send(&mut wr, &s.out).await {
+                break Err(e);
             }
             s.out.clear();
-            if let Err(e) = wr.flush().await {
-                break Err(e.into());
-            }
         }
         let deadline = s.function.poll_timeout();
         let unplugged = async {
@@ -409,7 +531,8 @@ async fn run_session(
             biased;
             cmd = rx.recv() => {
                 // Take every command already read before writing replies: a multi-report
-                // message then costs one write, not one per report.
+                // message then costs one write, not one per report. Up to a bound: a
+                // peer that sends faster than it reads gets its replies written first.
                 let Some(first) = cmd else { break Ok(()) };
                 let mut next = Some(first);
                 let mut end = None;
@@ -419,7 +542,9 @@ async fn run_session(
                         Err(WireError::Closed) => { end = Some(Ok(())); break }
                         Err(e) => { end = Some(Err(e)); break }
                     }
-                    next = rx.try_recv().ok();
+                    if s.out.len() < MAX_BUFFERED_OUTPUT {
+                        next = rx.try_recv().ok();
+                    }
                 }
                 if let Some(r) = end { break r }
             }
@@ -433,4 +558,47 @@ async fn run_session(
     };
     reader.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the kernel holds for an accepted connection after [`configure`]: the
+    /// keepalive that frees the import of a host that vanished without FIN.
+    #[test]
+    fn accepted_connections_get_keepalive_and_user_timeout() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let _client = TcpStream::connect(addr).await.unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            configure(&stream).unwrap();
+            let sock = socket2::SockRef::from(&stream);
+            assert!(sock.keepalive().unwrap());
+            assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+            assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+            assert_eq!(sock.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+            assert_eq!(sock.tcp_user_timeout().unwrap(), Some(TCP_USER_TIMEOUT));
+            assert!(stream.nodelay().unwrap());
+            // A vanished host is let go well within a few minutes.
+            assert!(
+                KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES <= Duration::from_secs(60)
+            );
+        });
+    }
+
+    #[test]
+    fn pending_connections_leave_the_fd_reserve_free() {
+        assert_eq!(pending_capacity(None, 1), MAX_PENDING_CONNECTIONS);
+        assert_eq!(pending_capacity(Some(1024), 1), MAX_PENDING_CONNECTIONS);
+        // RLIMIT_NOFILE 64: 64 - 32 reserved - 1 session = 31 pending connections.
+        assert_eq!(pending_capacity(Some(64), 1), 31);
+        // Absurdly low limits still let one connection in.
+        assert_eq!(pending_capacity(Some(10), 1), 1);
+    }
 }

@@ -15,7 +15,7 @@
 //! switched off: every APDU is answered SW_COMMAND_NOT_ALLOWED and getInfo leaves
 //! U2F_V2 out (CTAP 2.1 §7.2.2).
 
-mod apdu;
+pub mod apdu;
 mod authenticate;
 pub(super) mod describe;
 mod register;

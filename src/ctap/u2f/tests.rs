@@ -857,3 +857,29 @@ fn random_apdus_never_panic() {
         let _ = trace::u2f_response(&apdu, &resp);
     }
 }
+
+/// fixtures/u2f/apdus.tsv: APDUs as python-fido2 and libfido2 encode them (written by
+/// fixtures/make_u2f_fixtures.py), each with the status word of a fresh key.
+#[test]
+fn apdu_fixtures() {
+    let table = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/u2f/apdus.tsv"
+    ))
+    .unwrap();
+    let mut n = 0;
+    for line in table.lines().filter(|l| !l.starts_with('#')) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let apdu = hex::decode(cols[1]).unwrap();
+        let expected = u16::from_str_radix(cols[2], 16).unwrap();
+        let resp = key_with(Config::default()).auth.process_u2f(&apdu);
+        let (body, sw) = resp.split_at(resp.len() - 2);
+        let sw = u16::from_be_bytes([sw[0], sw[1]]);
+        assert_eq!(sw, expected, "{}: got {sw:#06x}", cols[0]);
+        if sw != 0x9000 {
+            assert!(body.is_empty(), "{}", cols[0]);
+        }
+        n += 1;
+    }
+    assert!(n >= 15);
+}
