@@ -97,8 +97,8 @@ def store_files():
     """store_file: edits of the format-3 store the target builds (first byte even: see
     fuzz/src/bin/store_file.rs for the edit list), and the format-2 fixtures to migrate
     (first byte odd: bit 1 = the counter log exists, u16 length, vkey-store.cbor, log)."""
-    TRUNCATE, FLIP, APPEND, APPEND_COPY, FORGE_RECORD, FORGE_HEADER = 0, 1, 2, 6, 7, 8
-    FLIP_KEY, REMOVE_KEY = 10, 11
+    TRUNCATE, FLIP, APPEND, APPEND_COPY, FORGE_RECORD, FORGE_RUN, FORGE_HEADER = 0, 1, 2, 6, 7, 8, 9
+    FLIP_KEY, REMOVE_KEY = 11, 12
     out = [b"\0", b"\2"]
     for i in range(32):  # positions: record i of the base, then a signed u16 offset
         out.append(bytes([0, TRUNCATE, i, 0, 0]))
@@ -112,6 +112,10 @@ def store_files():
     out.append(bytes([0, FLIP_KEY, 9, 1]))
     out.append(bytes([0, REMOVE_KEY]))
     out.append(bytes([0, FORGE_HEADER, 40, 1, 1]))  # kdf: Argon2id, checksum redone
+    # 4 KiB past the last record, forged headers every 20 bytes each claiming to run to
+    # the end of the file (the engine once spent minutes on such a tail): 16 and 65535.
+    out.append(bytes([0, FORGE_RUN, 20, 0x10, 0, 0, 16, 20, 0, 100]))
+    out.append(bytes([0, FORGE_RUN, 20, 0x10, 0, 0xFF, 0xFF, 20, 0, 100]))
     for d in ["store-v2/store", "store/v0.1.0"]:
         with open(os.path.join(FIXTURES, d, "vkey-store.cbor"), "rb") as f:
             cbor = f.read()

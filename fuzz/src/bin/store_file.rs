@@ -51,9 +51,13 @@ const V2_COUNTER_FILE: &str = "vkey-counters.log";
 const HEADER_LEN: usize = 140;
 const HEADER_CHECKSUM_AT: usize = 132;
 const RECORD_HEADER_LEN: usize = 20;
-/// How much an input may grow the store file: enough for several forged records, small
-/// enough that every execution takes milliseconds.
-const MAX_GROWTH: usize = 64 << 10;
+/// How much an input may grow the store file: past the longest tail the engine examines
+/// as a possibly torn write (two of the largest records, about 2 MiB), so both sides of
+/// that bound are reached. Most inputs stay small, and take milliseconds.
+const MAX_GROWTH: usize = 2 << 20 | 64 << 10;
+/// The largest record the format allows (format.rs MAX_RECORD) and the smallest.
+const MAX_RECORD: usize = 20 + 12 + 3 + 255 + 1 + 32 + (1 << 20) + 16;
+const MIN_RECORD: usize = 20 + 12 + 3 + 16;
 /// The PIN the base store is given: LEFT(SHA-256(PIN), 16).
 const PIN: &[u8] = b"fuzz-pin-123";
 
@@ -417,13 +421,14 @@ enum Edit {
     CopyWithin,
     AppendCopy,
     ForgeRecordHeader,
+    ForgeRecordHeaderRun,
     ForgeHeader,
     TruncateKey,
     FlipKey,
     RemoveKey,
 }
 
-const EDITS: [Edit; 12] = [
+const EDITS: [Edit; 13] = [
     Edit::Truncate,
     Edit::Flip,
     Edit::Append,
@@ -432,6 +437,7 @@ const EDITS: [Edit; 12] = [
     Edit::CopyWithin,
     Edit::AppendCopy,
     Edit::ForgeRecordHeader,
+    Edit::ForgeRecordHeaderRun,
     Edit::ForgeHeader,
     Edit::TruncateKey,
     Edit::FlipKey,
@@ -524,6 +530,25 @@ fn apply(edit: Edit, inp: &mut Input<'_>, b: &Base, dat: &mut Vec<u8>, key: &mut
             };
             if at + RECORD_HEADER_LEN <= cap {
                 write_at(dat, at, &record_header(len, seq, pos, last, reserved));
+            }
+        }
+        Edit::ForgeRecordHeaderRun => {
+            // Many headers with a correct check, each claiming to run to the end of the
+            // file: what a hostile file can do to the torn-tail check.
+            let at = inp.pos(&b.records);
+            let count = usize::from(inp.u16());
+            let stride = usize::from(inp.u8()).max(RECORD_HEADER_LEN);
+            let seq = u64::from(inp.u16());
+            let end = at
+                .saturating_add(count.saturating_mul(stride))
+                .min(cap)
+                .max(dat.len());
+            dat.resize(end, 0);
+            let mut y = at;
+            while y + RECORD_HEADER_LEN <= end {
+                let len = (end - y).clamp(MIN_RECORD, MAX_RECORD) as u32;
+                write_at(dat, y, &record_header(len, seq, 0, 1, 0));
+                y += stride;
             }
         }
         Edit::ForgeHeader => {
