@@ -143,6 +143,39 @@ def large_blob_scripts(requests):
     return out
 
 
+def store_files():
+    """store_file: edits of the format-3 store the target builds (first byte even: see
+    fuzz/src/bin/store_file.rs for the edit list), and the format-2 fixtures to migrate
+    (first byte odd: bit 1 = the counter log exists, u16 length, vkey-store.cbor, log)."""
+    TRUNCATE, FLIP, APPEND, APPEND_COPY, FORGE_RECORD, FORGE_RUN, FORGE_HEADER = 0, 1, 2, 6, 7, 8, 9
+    FLIP_KEY, REMOVE_KEY = 11, 12
+    out = [b"\0", b"\2"]
+    for i in range(32):  # positions: record i of the base, then a signed u16 offset
+        out.append(bytes([0, TRUNCATE, i, 0, 0]))
+        out.append(bytes([0, TRUNCATE, i, 0, 25]))
+        out.append(bytes([0, FLIP, i, 0, 4, 0x01]))
+        out.append(bytes([0, FLIP, i, 0, 40, 0x80]))
+        out.append(bytes([0, APPEND_COPY, i, 0, 0, 0x00, 0x40]))
+        # A record header with a correct check claiming the next sequence numbers.
+        out.append(bytes([0, FORGE_RECORD, i, 0, 0, 0, 0, 60, 0, i, 0, 0, 1, 0]))
+    out.append(bytes([0, APPEND, 20]) + bytes(range(20)))
+    out.append(bytes([0, FLIP_KEY, 9, 1]))
+    out.append(bytes([0, REMOVE_KEY]))
+    out.append(bytes([0, FORGE_HEADER, 40, 1, 1]))  # kdf: Argon2id, checksum redone
+    # 4 KiB past the last record, forged headers every 20 bytes each claiming to run to
+    # the end of the file (the engine once spent minutes on such a tail): 16 and 65535.
+    out.append(bytes([0, FORGE_RUN, 20, 0x10, 0, 0, 16, 20, 0, 100]))
+    out.append(bytes([0, FORGE_RUN, 20, 0x10, 0, 0xFF, 0xFF, 20, 0, 100]))
+    for d in ["store-v2/store", "store/v0.1.0"]:
+        with open(os.path.join(FIXTURES, d, "vkey-store.cbor"), "rb") as f:
+            cbor = f.read()
+        with open(os.path.join(FIXTURES, d, "vkey-counters.log"), "rb") as f:
+            log = f.read()
+        head = struct.pack(">H", len(cbor)) + cbor
+        out += [b"\3" + head + log, b"\1" + head, b"\3" + head + log[:-7]]
+    return out
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "fuzz", "seeds")
     requests = ctap_requests()
@@ -152,6 +185,7 @@ def main():
         "usbip_commands": usbip_enumeration(),
         "u2f_apdu": u2f_apdus(),
         "large_blobs": large_blob_scripts(requests),
+        "store_file": store_files(),
     }
     for target, inputs in corpora.items():
         d = os.path.join(out, target)
