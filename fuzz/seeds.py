@@ -163,7 +163,8 @@ def store_files():
     out.append(bytes([0, REMOVE_KEY]))
     out.append(bytes([0, FORGE_HEADER, 40, 1, 1]))  # kdf: Argon2id, checksum redone
     # 4 KiB past the last record, forged headers every 20 bytes each claiming to run to
-    # the end of the file (the engine once spent minutes on such a tail): 16 and 65535.
+    # the end of the file (the engine once spent minutes on such a tail): 16, and as many
+    # as the target lets the file grow.
     out.append(bytes([0, FORGE_RUN, 20, 0x10, 0, 0, 16, 20, 0, 100]))
     out.append(bytes([0, FORGE_RUN, 20, 0x10, 0, 0xFF, 0xFF, 20, 0, 100]))
     for d in ["store-v2/store", "store/v0.1.0"]:
