@@ -15,7 +15,8 @@ start_vkey() {
     trap 'kill $VKEY_PID 2>/dev/null || true; wait $VKEY_PID 2>/dev/null || true' EXIT
     VKEY_PORT=""
     for _ in $(seq 100); do
-        VKEY_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$VKEY_LOGFILE.stdout")
+        # The file may not exist yet: vkey's shell opens it after this loop starts.
+        VKEY_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$VKEY_LOGFILE.stdout" 2>/dev/null || true)
         [ -n "$VKEY_PORT" ] && return 0
         kill -0 $VKEY_PID 2>/dev/null || { cat "$VKEY_LOGFILE"; echo "vkey exited"; return 1; }
         sleep 0.1
