@@ -506,8 +506,7 @@ async fn run_session(
         held_in: VecDeque::new(),
         out: Vec::new(),
     };
-    let timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(timer);
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut armed: Option<Instant> = None;
     let result = loop {
         s.pump_in_reports();
@@ -517,12 +516,19 @@ async fn run_session(
             }
             s.out.clear();
         }
-        // One timer for the session, moved when the function's deadline moves (a new
-        // timer per loop turn cost a registration and a removal in tokio's wheel).
+        // One timer while the function has a deadline, moved when the deadline moves (a
+        // new timer per loop turn cost a registration and a removal in tokio's wheel);
+        // dropped when there is none, so that a timer left behind never wakes an idle key.
         let deadline = s.function.poll_timeout();
         if deadline != armed {
-            if let Some(d) = deadline {
-                timer.as_mut().reset(tokio::time::Instant::from_std(d));
+            match (deadline, timer.as_mut()) {
+                (Some(d), Some(t)) => t.as_mut().reset(tokio::time::Instant::from_std(d)),
+                (Some(d), None) => {
+                    timer = Some(Box::pin(tokio::time::sleep_until(
+                        tokio::time::Instant::from_std(d),
+                    )))
+                }
+                (None, _) => timer = None,
             }
             armed = deadline;
         }
@@ -536,8 +542,8 @@ async fn run_session(
             }
         };
         let due = async {
-            match armed {
-                Some(_) => timer.as_mut().await,
+            match timer.as_mut() {
+                Some(t) => t.as_mut().await,
                 None => std::future::pending().await,
             }
         };
