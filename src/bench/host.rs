@@ -109,7 +109,15 @@ pub struct UsbipHost {
     pub empty_in: u64,
     /// Reports dropped because the queue was full (as hidraw drops them).
     pub dropped_reports: u64,
+    /// The socket's read timeout as last set: a `setsockopt` per read was a third of
+    /// the host's system calls per report.
+    read_timeout: Option<Duration>,
 }
+
+/// How far the socket's read timeout may be from the time left before it is set again:
+/// a read may then wait this much past its deadline, or time out this much early (and
+/// is retried).
+const READ_TIMEOUT_SLACK: Duration = Duration::from_millis(1);
 
 impl UsbipHost {
     /// Connects, imports `busid`, enumerates like Linux and submits the first IN URB.
@@ -134,6 +142,7 @@ impl UsbipHost {
             in_errors: 0,
             empty_in: 0,
             dropped_reports: 0,
+            read_timeout: None,
         };
         let deadline = Instant::now() + timeout;
         host.import(busid, deadline)?;
@@ -177,7 +186,13 @@ impl UsbipHost {
             }
             // set_read_timeout(Some(0)) is an error: always wait at least 1 µs.
             let wait = (deadline - now).max(Duration::from_micros(1));
-            self.stream.set_read_timeout(Some(wait)).map_err(closed)?;
+            if self
+                .read_timeout
+                .is_none_or(|t| t.abs_diff(wait) > READ_TIMEOUT_SLACK)
+            {
+                self.stream.set_read_timeout(Some(wait)).map_err(closed)?;
+                self.read_timeout = Some(wait);
+            }
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(HostError::Closed("peer closed the connection".into())),
                 Ok(k) => self.rbuf.extend_from_slice(&chunk[..k]),
@@ -187,6 +202,12 @@ impl UsbipHost {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
+                    // The timeout may have been up to the slack shorter than the time
+                    // left: then read again with the exact time left.
+                    if Instant::now() < deadline {
+                        self.read_timeout = None;
+                        continue;
+                    }
                     return Err(HostError::Timeout);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

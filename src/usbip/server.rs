@@ -56,6 +56,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replies gathered before they are written: the session stops taking commands
 /// beyond this until the peer has read them.
 const MAX_BUFFERED_OUTPUT: usize = 64 * 1024;
+/// Read buffer per session: a few URBs (48-byte header + up to 64 bytes of report).
+const READ_BUFFER: usize = 4096;
 /// TCP keepalive: first probe after this much silence, then every
 /// [`KEEPALIVE_INTERVAL`]; [`KEEPALIVE_PROBES`] unanswered probes close the connection.
 /// A host that vanished without FIN (power loss, cable, VM killed) frees its import
@@ -475,7 +477,7 @@ impl Session {
 }
 
 async fn run_session(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    rd: tokio::net::tcp::OwnedReadHalf,
     mut wr: OwnedWriteHalf,
     export: &Export,
     identity: DeviceIdentity,
@@ -487,6 +489,9 @@ async fn run_session(
     let (function, notify) = export.device.attach();
     let (tx, mut rx) = mpsc::channel::<Result<UrbCommand, WireError>>(32);
     let reader = tokio::spawn(async move {
+        // One receive then brings a URB's header and its data together (and whatever
+        // followed): read_urb_command's two exact reads no longer cost a system call each.
+        let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
         loop {
             let r = read_urb_command(&mut rd).await;
             let stop = r.is_err();
@@ -501,6 +506,8 @@ async fn run_session(
         held_in: VecDeque::new(),
         out: Vec::new(),
     };
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut armed: Option<Instant> = None;
     let result = loop {
         s.pump_in_reports();
         if !s.out.is_empty() {
@@ -509,7 +516,22 @@ async fn run_session(
             }
             s.out.clear();
         }
+        // One timer while the function has a deadline, moved when the deadline moves (a
+        // new timer per loop turn cost a registration and a removal in tokio's wheel);
+        // dropped when there is none, so that a timer left behind never wakes an idle key.
         let deadline = s.function.poll_timeout();
+        if deadline != armed {
+            match (deadline, timer.as_mut()) {
+                (Some(d), Some(t)) => t.as_mut().reset(tokio::time::Instant::from_std(d)),
+                (Some(d), None) => {
+                    timer = Some(Box::pin(tokio::time::sleep_until(
+                        tokio::time::Instant::from_std(d),
+                    )))
+                }
+                (None, _) => timer = None,
+            }
+            armed = deadline;
+        }
         let unplugged = async {
             match &mut unplug {
                 Some(rx) => {
@@ -519,9 +541,9 @@ async fn run_session(
                 None => std::future::pending().await,
             }
         };
-        let timer = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        let due = async {
+            match timer.as_mut() {
+                Some(t) => t.as_mut().await,
                 None => std::future::pending().await,
             }
         };
@@ -549,7 +571,7 @@ async fn run_session(
                 if let Some(r) = end { break r }
             }
             _ = notify.notified() => s.function.handle_wakeup(Instant::now()),
-            _ = timer => s.function.handle_timeout(Instant::now()),
+            _ = due => s.function.handle_timeout(Instant::now()),
             _ = unplugged => {
                 info!("{} unplugged: ending the session", export.busid);
                 break Ok(());
