@@ -6,7 +6,8 @@ use p256::ecdsa::SigningKey;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, IsCa, Issuer,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SerialNumber, SignatureAlgorithm,
+    KeyIdMethod, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SerialNumber,
+    SignatureAlgorithm,
 };
 use zeroize::Zeroizing;
 
@@ -17,8 +18,15 @@ const OID_FIDO_AAGUID: &[u64] = &[1, 3, 6, 1, 4, 1, 45724, 1, 1, 4];
 /// id-fido-u2f-ce-transports: bit string of transports; bit 2 = USB.
 const OID_FIDO_TRANSPORTS: &[u64] = &[1, 3, 6, 1, 4, 1, 45724, 2, 1, 1];
 
+/// id-ce-basicConstraints (RFC 5280 §4.2.1.9).
+const OID_BASIC_CONSTRAINTS: &[u64] = &[2, 5, 29, 19];
+
 /// The CA's common name: generic, identical for every vkey.
-const CA_COMMON_NAME: &str = "vkey Attestation CA";
+const CA_COMMON_NAME: &str = "vkey CA";
+/// The batch certificate's common name: generic as well. Short on purpose: every byte of
+/// the batch certificate travels in every packed makeCredential response (x5c), 59 bytes
+/// to a CTAPHID continuation report.
+const BATCH_COMMON_NAME: &str = "vkey Batch";
 
 #[derive(Debug, thiserror::Error)]
 #[error("attestation certificate: {0}")]
@@ -62,11 +70,39 @@ pub struct Attestation {
     pub ca_cert_der: Vec<u8>,
 }
 
+/// A positive serial number of 64 random bits: unique per issuer with overwhelming
+/// probability (the CA/Browser Forum asks for 64 bits of randomness), and 8 bytes shorter
+/// in every x5c than 128 bits would be.
 fn random_serial() -> SerialNumber {
-    let mut b: [u8; 16] = super::random_bytes();
+    let mut b: [u8; 8] = super::random_bytes();
     b[0] &= 0x7f; // positive
     b[0] |= 0x01; // and not starting with a zero byte
     SerialNumber::from_slice(&b)
+}
+
+/// The key identifier of a public key: the leftmost 160 bits of the SHA-256 of the
+/// subjectPublicKey (RFC 7093 §2, method 1). rcgen without its own crypto back end would
+/// otherwise write an empty SubjectKeyIdentifier.
+fn key_identifier(public_sec1: &[u8]) -> KeyIdMethod {
+    KeyIdMethod::PreSpecified(super::sha256(public_sec1)[..20].to_vec())
+}
+
+/// basicConstraints CA:FALSE, critical: what WebAuthn §8.2.1 asks of an attestation
+/// certificate, as a custom extension so that rcgen does not add a SubjectKeyIdentifier
+/// beside it (RFC 5280 §4.2.1.2 only says SHOULD for end-entity certificates, and the
+/// bytes travel in every response).
+fn not_a_ca() -> CustomExtension {
+    // SEQUENCE {} : cA defaults to FALSE and is omitted in DER.
+    let mut ext = CustomExtension::from_oid_content(OID_BASIC_CONSTRAINTS, vec![0x30, 0x00]);
+    ext.set_criticality(true);
+    ext
+}
+
+/// A certificate that never expires in practice (RFC 5280 §4.1.2.5: a device certificate
+/// has no well-defined expiration).
+fn validity(params: &mut CertificateParams) {
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2099, 12, 31);
 }
 
 impl Attestation {
@@ -89,13 +125,14 @@ impl Attestation {
             .push(DnType::CommonName, CA_COMMON_NAME);
         ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.key_identifier_method = key_identifier(ca_key.der_bytes());
         ca.serial_number = Some(random_serial());
-        ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        ca.not_after = rcgen::date_time_ymd(2099, 12, 31);
+        validity(&mut ca);
         let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
 
         // WebAuthn §8.2.1: version 3; Subject C, O, OU = "Authenticator Attestation", CN;
-        // basic constraints CA:FALSE; the AAGUID extension, not critical.
+        // basic constraints CA:FALSE; the AAGUID extension, not critical. Nothing more:
+        // no key usage, no key identifiers (as hardware keys' batch certificates).
         let mut leaf = CertificateParams::default();
         leaf.distinguished_name = DistinguishedName::new();
         leaf.distinguished_name.push(DnType::CountryName, "US");
@@ -104,15 +141,14 @@ impl Attestation {
         leaf.distinguished_name
             .push(DnType::OrganizationalUnitName, "Authenticator Attestation");
         leaf.distinguished_name
-            .push(DnType::CommonName, "vkey Batch Certificate");
-        leaf.is_ca = IsCa::ExplicitNoCa;
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            .push(DnType::CommonName, BATCH_COMMON_NAME);
+        leaf.is_ca = IsCa::NoCa;
         leaf.serial_number = Some(random_serial());
-        leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        leaf.not_after = rcgen::date_time_ymd(2099, 12, 31);
+        validity(&mut leaf);
         let mut aaguid_ext = vec![0x04, 0x10];
         aaguid_ext.extend_from_slice(aaguid);
         leaf.custom_extensions = vec![
+            not_a_ca(),
             CustomExtension::from_oid_content(OID_FIDO_AAGUID, aaguid_ext),
             // BIT STRING, 5 unused bits, bit 2 (USB) set.
             CustomExtension::from_oid_content(OID_FIDO_TRANSPORTS, vec![0x03, 0x02, 0x05, 0x20]),
@@ -173,11 +209,10 @@ pub fn self_signed_certificate(key: &SigningKey) -> Result<Vec<u8>, AttestationE
     params
         .distinguished_name
         .push(DnType::CommonName, "vkey U2F Self Attestation");
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.is_ca = IsCa::NoCa;
+    params.custom_extensions = vec![not_a_ca()];
     params.serial_number = Some(random_serial());
-    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2099, 12, 31);
+    validity(&mut params);
     let cert = params
         .self_signed(&P256Signer::new(key.clone()))
         .map_err(|e| AttestationError(e.to_string()))?;
