@@ -50,11 +50,15 @@ impl GetInfoResponse {
     }
 
     /// The options map (0x04), in the order the key advertises them.
+    ///
+    /// `plat` is left out: its default when absent is false (CTAP 2.1 §6.4, the options
+    /// table), which is what it would say, and without its 6 bytes the whole response
+    /// fits in 6 CTAPHID reports instead of 7. `up` stays although its default is true:
+    /// clients read it directly.
     pub(super) fn options(&self) -> Vec<(&'static str, bool)> {
         let mut options = vec![
             ("rk", true),
             ("up", true),
-            ("plat", false),
             ("clientPin", self.client_pin),
             ("credMgmt", true),
             ("credentialMgmtPreview", true),

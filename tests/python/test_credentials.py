@@ -216,7 +216,9 @@ def test_get_info_grew_truthfully(vkey):
         info = Ctap2(dev).get_info()
         assert info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]
         assert info.extensions == ["credBlob", "credProtect", "hmac-secret", "hmac-secret-mc", "largeBlobKey", "minPinLength"]
-        assert info.options["rk"] and info.options["up"] and not info.options["plat"]
+        assert info.options["rk"] and info.options["up"]
+        # plat is absent, which means false (CTAP 2.1 §6.4).
+        assert "plat" not in info.options
         assert info.options["clientPin"] is False  # supported, not set
         for opt in ("credMgmt", "pinUvAuthToken", "authnrCfg", "setMinPINLength", "makeCredUvNotRqd"):
             assert info.options[opt] is True, opt
