@@ -2,7 +2,10 @@
 //! in their names (not the USB serial, not a store label). What does identify a store —
 //! its batch key — is documented in the README with `--attestation none` / `self`.
 
+mod support;
+
 use ciborium::Value;
+use support::cbor::{int, make_credential, member, text};
 use vkey::ctap::{Authenticator, Config, RequestContext};
 use vkey::key::{Key, KeyShared};
 use vkey::store::Store;
@@ -10,47 +13,16 @@ use vkey::usbip::ExportedDevice;
 use x509_cert::Certificate;
 use x509_cert::der::Decode;
 
-fn text(s: &str) -> Value {
-    Value::Text(s.into())
-}
-
 /// makeCredential (ES256, packed attestation) → the x5c batch certificate.
 fn batch_certificate(auth: &mut Authenticator) -> Vec<u8> {
-    let params = Value::Map(vec![
-        (Value::Integer(1.into()), Value::Bytes(vec![7; 32])),
-        (
-            Value::Integer(2.into()),
-            Value::Map(vec![(text("id"), text("example.com"))]),
-        ),
-        (
-            Value::Integer(3.into()),
-            Value::Map(vec![(text("id"), Value::Bytes(vec![1; 16]))]),
-        ),
-        (
-            Value::Integer(4.into()),
-            Value::Array(vec![Value::Map(vec![
-                (text("alg"), Value::Integer((-7).into())),
-                (text("type"), text("public-key")),
-            ])]),
-        ),
-    ]);
-    let mut req = vec![0x01];
-    ciborium::into_writer(&params, &mut req).unwrap();
+    let req = make_credential("example.com", &[1; 16], false);
     let (ctx, _h) = RequestContext::new();
     let resp = auth.process(&req, &ctx);
     assert_eq!(resp[0], 0, "makeCredential failed");
     let v: Value = ciborium::from_reader(&resp[1..]).unwrap();
-    let member = |v: &Value, k: Value| {
-        v.as_map()
-            .unwrap()
-            .iter()
-            .find(|(key, _)| *key == k)
-            .map(|(_, v)| v.clone())
-            .unwrap()
-    };
-    assert_eq!(member(&v, Value::Integer(1.into())), text("packed"));
-    let att_stmt = member(&v, Value::Integer(3.into()));
-    let x5c = member(&att_stmt, text("x5c"));
+    assert_eq!(member(&v, &int(1)), Some(&text("packed")));
+    let att_stmt = member(&v, &int(3)).unwrap();
+    let x5c = member(att_stmt, &text("x5c")).unwrap();
     x5c.as_array().unwrap()[0].as_bytes().unwrap().clone()
 }
 

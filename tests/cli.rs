@@ -1,15 +1,11 @@
 //! `vkey` as a user runs it: flags, start-up output, one-line errors, exit codes.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-const VKEY: &str = env!("CARGO_BIN_EXE_vkey");
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("vkey-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+use support::process::{VKEY, assert_one_error_line, read_lines, temp_path};
 
 /// Runs to completion; returns (exit code, stdout, stderr).
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -34,15 +30,8 @@ fn serve(args: &[&str]) -> (Child, Vec<String>) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = Vec::new();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    for _ in 0..3 {
-        let mut l = String::new();
-        if out.read_line(&mut l).unwrap() == 0 {
-            break;
-        }
-        lines.push(l.trim_end().to_string());
-    }
+    let lines = read_lines(&mut out, 3, |_| false);
     if lines.len() < 3 {
         // It stopped before it was ready: show why instead of an index error later.
         let _ = child.kill();
@@ -57,13 +46,7 @@ fn serve(args: &[&str]) -> (Child, Vec<String>) {
 
 fn assert_one_line_error(code: i32, stderr: &str, needle: &str) {
     assert_ne!(code, 0);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("vkey: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains(needle), "{stderr}");
+    assert_one_error_line(stderr, needle);
 }
 
 #[test]
@@ -107,7 +90,7 @@ fn start_up_prints_address_busid_and_attach_command() {
 
 #[test]
 fn serial_is_stable_per_store() {
-    let dir = tempdir("serial");
+    let dir = temp_path("cli", "serial");
     let d = dir.to_str().unwrap();
     let serial = |lines: &[String]| {
         lines[0]
@@ -186,7 +169,7 @@ fn bad_flags_and_bad_store_fail_cleanly() {
     assert_ne!(code, 0);
     assert!(err.contains("cannot be used with"));
     // A store path that is a file, and a store file that is garbage.
-    let dir = tempdir("bad");
+    let dir = temp_path("cli", "bad");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("plainfile");
     std::fs::write(&file, b"x").unwrap();
@@ -217,6 +200,7 @@ fn bad_flags_and_bad_store_fail_cleanly() {
 #[test]
 fn presence_prompt_is_answered_on_the_terminal() {
     use std::io::Write;
+    use support::ctaphid::{init_with, report};
     use vkey::usbip::client::Client;
     let mut child = Command::new(VKEY)
         .args([
@@ -233,27 +217,17 @@ fn presence_prompt_is_answered_on_the_terminal() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let addr: std::net::SocketAddr = loop {
-        let mut l = String::new();
-        assert!(out.read_line(&mut l).unwrap() > 0);
-        if let Some(rest) = l.strip_prefix("listening on ") {
-            break rest.split(' ').next().unwrap().parse().unwrap();
-        }
-    };
+    let lines = read_lines(&mut out, usize::MAX, |l| l.starts_with("listening on "));
+    let addr: std::net::SocketAddr = lines
+        .last()
+        .and_then(|l| l.strip_prefix("listening on "))
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {lines:?}"));
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut stdin = child.stdin.take().unwrap();
     let mut c = Client::import(addr, "1-1").unwrap();
     c.enumerate().unwrap();
-    let report = |cid: u32, cmd: u8, data: &[u8]| {
-        let mut r = cid.to_be_bytes().to_vec();
-        r.extend_from_slice(&[cmd | 0x80, 0, data.len() as u8]);
-        r.extend_from_slice(data);
-        r.resize(64, 0);
-        r
-    };
-    c.write_report(&report(0xffff_ffff, 0x06, b"12345678"))
-        .unwrap();
-    let cid = u32::from_be_bytes(c.read_report().unwrap()[15..19].try_into().unwrap());
+    let cid = init_with(&mut c, b"12345678");
     for (answer, status) in [("y", 0x00u8), ("n", 0x27)] {
         c.write_report(&report(cid, 0x10, &[0x0b])).unwrap(); // authenticatorSelection
         let number = loop {
@@ -318,7 +292,7 @@ fn run_env(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, St
 
 #[test]
 fn pin_set_and_change_offline_and_start_up_pin_rules() {
-    let dir = tempdir("pin");
+    let dir = temp_path("cli", "pin");
     let _d = dir.to_str().unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let pin_file = dir.join("pin.txt");
@@ -401,7 +375,7 @@ fn pin_set_and_change_offline_and_start_up_pin_rules() {
 fn processes_started_together_all_get_a_control_socket() {
     // Every vkey with the default socket path races for the same name; each must
     // come up (one on control.sock, the others on control-PID.sock beside it).
-    let dir = tempdir("xdg");
+    let dir = temp_path("cli", "xdg");
     std::fs::create_dir_all(&dir).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
@@ -423,17 +397,11 @@ fn processes_started_together_all_get_a_control_socket() {
     let mut running = Vec::new();
     for mut c in children {
         let mut out = BufReader::new(c.stdout.take().unwrap());
-        let mut socket = None;
-        for _ in 0..6 {
-            let mut l = String::new();
-            if out.read_line(&mut l).unwrap() == 0 {
-                break;
-            }
-            if let Some(s) = l.trim_end().strip_prefix("control socket: ") {
-                socket = Some(s.to_string());
-                break;
-            }
-        }
+        let lines = read_lines(&mut out, 6, |l| l.starts_with("control socket: "));
+        let socket = lines
+            .last()
+            .and_then(|l| l.strip_prefix("control socket: "))
+            .map(str::to_string);
         match socket {
             Some(s) => sockets.push(s),
             None => {

@@ -1,11 +1,13 @@
 //! The control CLI (`vkey status|cred|presence|uv|pin|replug|reset|trace`) against a
 //! running `vkey serve`: each command, and its errors as one line with exit code 1.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-const VKEY: &str = env!("CARGO_BIN_EXE_vkey");
+use support::process::{VKEY, assert_one_error_line, drain, read_lines, temp_path};
 
 struct Served {
     child: Child,
@@ -22,13 +24,19 @@ impl Drop for Served {
 }
 
 fn serve(tag: &str, args: &[&str]) -> Served {
-    let dir = std::env::temp_dir().join(format!("vkey-ctlcli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_path("ctlcli", tag);
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("c.sock");
+    let child = serve_at(&socket, args);
+    Served { child, socket, dir }
+}
+
+/// `vkey serve --listen 127.0.0.1:0 --control SOCKET ARGS`, once it says it serves its
+/// control interface at `socket`.
+fn serve_at(socket: &Path, args: &[&str]) -> Child {
     let mut child = Command::new(VKEY)
         .args(["serve", "--listen", "127.0.0.1:0", "--control"])
-        .arg(&socket)
+        .arg(socket)
         .args(args)
         .env_remove("VKEY_PIN")
         .env_remove("VKEY_CONTROL")
@@ -37,20 +45,14 @@ fn serve(tag: &str, args: &[&str]) -> Served {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    loop {
-        let mut l = String::new();
-        assert!(out.read_line(&mut l).unwrap() > 0, "vkey serve exited");
-        if l.starts_with("control socket: ") {
-            assert_eq!(
-                l.trim_end(),
-                format!("control socket: {}", socket.display())
-            );
-            break;
-        }
-    }
-    // Keep reading stdout so that vkey never blocks on a full pipe.
-    std::thread::spawn(move || for _ in out.lines() {});
-    Served { child, socket, dir }
+    let lines = read_lines(&mut out, usize::MAX, |l| l.starts_with("control socket: "));
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some(format!("control socket: {}", socket.display()).as_str()),
+        "vkey serve exited: {lines:?}"
+    );
+    drain(out);
+    child
 }
 
 /// Runs `vkey ARGS` against `socket`; (exit code, stdout, stderr).
@@ -84,12 +86,7 @@ fn ok(socket: &Path, args: &[&str]) -> String {
 fn fails(socket: &Path, args: &[&str], stdin: &str, needle: &str) {
     let (code, out, err) = vkey(socket, args, stdin);
     assert_eq!(code, 1, "vkey {args:?} should fail: {out}{err}");
-    let errors: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("vkey: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{err}");
-    assert!(errors[0].contains(needle), "vkey {args:?}: {err}");
+    assert_one_error_line(&err, needle);
 }
 
 fn b64(b: &[u8]) -> String {
@@ -291,44 +288,17 @@ fn several_keys_need_key_and_errors_without_a_server() {
 
 #[test]
 fn stale_socket_is_replaced() {
-    let dir = std::env::temp_dir().join(format!("vkey-ctlcli-stale-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_path("ctlcli", "stale");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("c.sock");
     // A socket file nobody listens on (its process is gone).
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists());
-    let mut s = serve_at(&path);
+    let mut s = serve_at(&path, &["--ephemeral"]);
     assert!(ok(&path, &["status"]).contains("1-1"));
     let _ = s.kill();
     let _ = s.wait();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn serve_at(path: &Path) -> Child {
-    let mut child = Command::new(VKEY)
-        .args([
-            "serve",
-            "--ephemeral",
-            "--listen",
-            "127.0.0.1:0",
-            "--control",
-        ])
-        .arg(path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    loop {
-        let mut l = String::new();
-        assert!(out.read_line(&mut l).unwrap() > 0, "vkey serve exited");
-        if l.starts_with("control socket: ") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in out.lines() {});
-    child
 }
 
 #[test]
@@ -348,14 +318,6 @@ fn attach_without_vhci_says_what_to_run() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("vkey: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{err}");
-    assert!(errors[0].contains("sudo modprobe vhci-hcd"), "{err}");
-    assert!(
-        errors[0].contains("linux-modules-extra-$(uname -r)"),
-        "{err}"
-    );
+    assert_one_error_line(&err, "sudo modprobe vhci-hcd");
+    assert_one_error_line(&err, "linux-modules-extra-$(uname -r)");
 }

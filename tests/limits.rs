@@ -1,171 +1,19 @@
 //! Bounded resources: what a fast or hostile USB/IP peer can make the key hold.
 //! Native clients (src/usbip/client.rs) so that the peer can outrun the key.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ciborium::Value;
-use vkey::ctap::{Authenticator, Config};
-use vkey::key::{Key, KeyShared};
-use vkey::store::Store;
+use support::cbor::make_credential;
+use support::ctaphid::{call, cbor, ctaphid_init, init_report, message};
+use support::process::{VKEY, drain, read_lines, temp_path};
+use support::usbip::{closed_by_server, import, op_header, start};
 use vkey::usbip::client::Client;
 use vkey::usbip::protocol::DIR_OUT;
-use vkey::usbip::{ExportedDevice, Server};
-
-/// A key on a fresh ephemeral store, exported under `bus`.
-fn new_key(bus: &str) -> Key {
-    let mut config = Config::default();
-    let shared = KeyShared::for_config(bus, &mut config);
-    Key::new(
-        Authenticator::new(Store::ephemeral(), config).unwrap(),
-        shared,
-    )
-    .unwrap()
-}
-
-/// A server with one ephemeral key on a free port, in a background runtime; the key
-/// is returned too, for its counters.
-fn start() -> (SocketAddr, Arc<Key>) {
-    let key = Arc::new(new_key("1-1"));
-    let exported: Arc<dyn ExportedDevice> = key.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let server = Server::bind(
-                "127.0.0.1:0".parse().unwrap(),
-                vec![("1-1".into(), exported)],
-            )
-            .await
-            .unwrap();
-            tx.send(server.local_addr().unwrap()).unwrap();
-            server.run().await;
-        });
-    });
-    (rx.recv().unwrap(), key)
-}
-
-fn init_report(cid: u32, cmd: u8, bcnt: usize, payload: &[u8]) -> Vec<u8> {
-    let mut r = cid.to_be_bytes().to_vec();
-    r.push(cmd | 0x80);
-    r.extend_from_slice(&(bcnt as u16).to_be_bytes());
-    r.extend_from_slice(&payload[..payload.len().min(57)]);
-    r.resize(64, 0);
-    r
-}
-
-/// A CTAPHID message as reports.
-fn message(cid: u32, cmd: u8, payload: &[u8]) -> Vec<Vec<u8>> {
-    let mut v = vec![init_report(cid, cmd, payload.len(), payload)];
-    for (seq, chunk) in payload.get(57..).unwrap_or(&[]).chunks(59).enumerate() {
-        let mut r = cid.to_be_bytes().to_vec();
-        r.push(seq as u8);
-        r.extend_from_slice(chunk);
-        r.resize(64, 0);
-        v.push(r);
-    }
-    v
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.into())
-}
-
-/// makeCredential, ES256, packed attestation: a P-256 key generation and two signatures.
-fn make_credential(rk: bool) -> Vec<u8> {
-    let mut params = vec![
-        (Value::Integer(1.into()), Value::Bytes(vec![7; 32])),
-        (
-            Value::Integer(2.into()),
-            Value::Map(vec![(text("id"), text("example.com"))]),
-        ),
-        (
-            Value::Integer(3.into()),
-            Value::Map(vec![(text("id"), Value::Bytes(vec![1; 16]))]),
-        ),
-        (
-            Value::Integer(4.into()),
-            Value::Array(vec![Value::Map(vec![
-                (text("alg"), Value::Integer((-7).into())),
-                (text("type"), text("public-key")),
-            ])]),
-        ),
-    ];
-    if rk {
-        params.push((
-            Value::Integer(7.into()),
-            Value::Map(vec![(text("rk"), Value::Bool(true))]),
-        ));
-    }
-    let mut req = vec![0x01];
-    ciborium::into_writer(&Value::Map(params), &mut req).unwrap();
-    req
-}
-
-/// CTAPHID_INIT on the broadcast channel; returns the allocated channel.
-fn ctaphid_init(c: &mut Client) -> u32 {
-    c.write_report(&init_report(0xffff_ffff, 0x06, 8, b"nonce123"))
-        .unwrap();
-    let r = c.read_report().unwrap();
-    assert_eq!(&r[7..15], b"nonce123");
-    u32::from_be_bytes(r[15..19].try_into().unwrap())
-}
-
-/// Sends a CTAPHID_CBOR request and reads its response, skipping keepalives.
-fn cbor(c: &mut Client, cid: u32, req: &[u8]) -> Vec<u8> {
-    call(c, cid, 0x10, req)
-}
-
-/// Sends a CTAPHID request (CBOR 0x10, MSG 0x03) and reads its response, skipping
-/// keepalives.
-fn call(c: &mut Client, cid: u32, cmd: u8, req: &[u8]) -> Vec<u8> {
-    for r in message(cid, cmd, req) {
-        c.write_report(&r).unwrap();
-    }
-    let mut r = c.read_report().unwrap();
-    while r[4] == 0xbb {
-        r = c.read_report().unwrap();
-    }
-    assert_eq!(
-        &r[..5],
-        &[
-            (cid >> 24) as u8,
-            (cid >> 16) as u8,
-            (cid >> 8) as u8,
-            cid as u8,
-            0x80 | cmd
-        ],
-        "{r:?}"
-    );
-    let len = u16::from_be_bytes([r[5], r[6]]) as usize;
-    let mut msg = r[7..7 + len.min(57)].to_vec();
-    while msg.len() < len {
-        let r = c.read_report().unwrap();
-        msg.extend_from_slice(&r[5..5 + (len - msg.len()).min(59)]);
-    }
-    msg
-}
-
-fn import(addr: SocketAddr) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Client::import(addr, "1-1") {
-            Ok(c) => return c,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::ConnectionRefused
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("import: {e}"),
-        }
-    }
-}
 
 /// A loop of {request; INIT resync} as fast as a native host can send it: each INIT
 /// ends the transaction on the wire, but the authenticator thread would go on with
@@ -173,7 +21,8 @@ fn import(addr: SocketAddr) -> Client {
 /// before their turn are dropped, and a later import is not stuck behind them.
 #[test]
 fn request_then_resync_loop_keeps_one_request_in_flight() {
-    let req = make_credential(false);
+    // ES256, packed attestation: a P-256 key generation and two signatures.
+    let req = make_credential("example.com", &[1; 16], false);
     request_then_resync_loop(0x10, &req, |r| r[0] == 0, "makeCredential");
 }
 
@@ -256,8 +105,6 @@ fn request_then_resync_loop(cmd: u8, req: &[u8], ok: fn(&[u8]) -> bool, name: &s
     );
 }
 
-const VKEY: &str = env!("CARGO_BIN_EXE_vkey");
-
 /// `vkey serve` in a child process, killed on drop. Its log goes to a file (a pipe
 /// nobody reads would block it).
 struct Served {
@@ -300,7 +147,6 @@ impl Served {
 /// Starts `vkey serve ARGS --listen 127.0.0.1:0`, optionally with RLIMIT_NOFILE set
 /// (soft and hard) to `nofile` before it starts.
 fn serve(tag: &str, args: &[&str], nofile: Option<u64>) -> Served {
-    use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let log = std::env::temp_dir().join(format!("vkey-limits-{tag}-{}.log", std::process::id()));
     let mut cmd = std::process::Command::new(VKEY);
@@ -317,45 +163,14 @@ fn serve(tag: &str, args: &[&str], nofile: Option<u64>) -> Served {
     }
     let mut child = cmd.spawn().unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut addr = None;
-    for _ in 0..3 {
-        let mut l = String::new();
-        if out.read_line(&mut l).unwrap() == 0 {
-            break;
-        }
-        if let Some(rest) = l.strip_prefix("listening on ") {
-            addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
-        }
-    }
-    // Keep draining stdout so that the child never blocks on it.
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let addr = addr.unwrap_or_else(|| panic!("no address; log in {}", log.display()));
+    let lines = read_lines(&mut out, 3, |l| l.starts_with("listening on "));
+    drain(out);
+    let addr = lines
+        .last()
+        .and_then(|l| l.strip_prefix("listening on "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {lines:?}; log in {}", log.display()));
     Served { child, addr }
-}
-
-fn op_header(code: u16) -> Vec<u8> {
-    let mut v = 0x0111u16.to_be_bytes().to_vec();
-    v.extend_from_slice(&code.to_be_bytes());
-    v.extend_from_slice(&[0; 4]);
-    v
-}
-
-/// Reads until the server closes the connection, or `deadline`.
-fn closed_by_server(s: &mut TcpStream, deadline: Instant) -> bool {
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
 }
 
 /// Connections that never import (silent, a torn OP header, an OP_REQ_IMPORT without
@@ -444,8 +259,7 @@ fn a_host_that_stops_reading_loses_its_import() {
 /// (which rewrites the store file) still succeeds.
 #[test]
 fn store_writes_succeed_while_peers_exhaust_connections() {
-    let dir = std::env::temp_dir().join(format!("vkey-limits-fd-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_path("limits", "fd");
     let server = serve("fd", &["--store", dir.to_str().unwrap()], Some(64));
     let mut c = import(server.addr);
     c.enumerate().unwrap();
@@ -464,7 +278,7 @@ fn store_writes_succeed_while_peers_exhaust_connections() {
     );
     for i in 0..3u8 {
         // A different user each time: three credentials, three store writes.
-        let resp = cbor(&mut c, cid, &make_credential_for_user(i));
+        let resp = cbor(&mut c, cid, &make_credential("example.com", &[i; 16], true));
         assert_eq!(
             resp[0], 0,
             "discoverable makeCredential {i} with fds exhausted: status {:#04x}",
@@ -473,32 +287,4 @@ fn store_writes_succeed_while_peers_exhaust_connections() {
     }
     drop(peers);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn make_credential_for_user(user: u8) -> Vec<u8> {
-    let params = Value::Map(vec![
-        (Value::Integer(1.into()), Value::Bytes(vec![7; 32])),
-        (
-            Value::Integer(2.into()),
-            Value::Map(vec![(text("id"), text("example.com"))]),
-        ),
-        (
-            Value::Integer(3.into()),
-            Value::Map(vec![(text("id"), Value::Bytes(vec![user; 16]))]),
-        ),
-        (
-            Value::Integer(4.into()),
-            Value::Array(vec![Value::Map(vec![
-                (text("alg"), Value::Integer((-7).into())),
-                (text("type"), text("public-key")),
-            ])]),
-        ),
-        (
-            Value::Integer(7.into()),
-            Value::Map(vec![(text("rk"), Value::Bool(true))]),
-        ),
-    ]);
-    let mut req = vec![0x01];
-    ciborium::into_writer(&params, &mut req).unwrap();
-    req
 }

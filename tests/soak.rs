@@ -12,6 +12,8 @@
 //! exporting two keys: 1-1 for the good host, 1-2 for hostile importers, so that
 //! hostile peers can reach the URB phase while the good host keeps its own import.
 
+mod support;
+
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -21,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use ciborium::Value;
 use rand::{Rng, RngExt, SeedableRng};
-use vkey::ctap::{Authenticator, Config};
-use vkey::key::{Key, KeyShared};
-use vkey::store::Store;
+use support::cbor::{int, make_credential, member, request, text};
+use support::ctaphid::{init_with, message, try_call};
+use support::process::drain;
+use support::usbip::{new_key, op_header};
 use vkey::usbip::client::{Client, setup_bytes};
 use vkey::usbip::protocol::{DIR_IN, DIR_OUT};
 use vkey::usbip::{ExportedDevice, Server};
@@ -67,17 +70,6 @@ fn soak_server_process() {
     });
 }
 
-/// A key on a fresh ephemeral store, exported under `bus`.
-fn new_key(bus: &str) -> Key {
-    let mut config = Config::default();
-    let shared = KeyShared::for_config(bus, &mut config);
-    Key::new(
-        Authenticator::new(Store::ephemeral(), config).unwrap(),
-        shared,
-    )
-    .unwrap()
-}
-
 struct ServerProcess {
     child: Child,
     addr: SocketAddr,
@@ -107,7 +99,7 @@ impl ServerProcess {
                 break a.parse().unwrap();
             }
         };
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        drain(out);
         ServerProcess { child, addr, log }
     }
 
@@ -140,100 +132,26 @@ impl Drop for ServerProcess {
 
 // ---- the good host -------------------------------------------------------------
 
-fn init_report(cid: u32, cmd: u8, payload: &[u8], bcnt: usize) -> Vec<u8> {
-    let mut r = cid.to_be_bytes().to_vec();
-    r.push(cmd | 0x80);
-    r.extend_from_slice(&(bcnt as u16).to_be_bytes());
-    r.extend_from_slice(&payload[..payload.len().min(57)]);
-    r.resize(64, 0);
-    r
-}
-
-fn message(cid: u32, cmd: u8, payload: &[u8]) -> Vec<Vec<u8>> {
-    let mut v = vec![init_report(cid, cmd, payload, payload.len())];
-    for (seq, chunk) in payload.get(57..).unwrap_or(&[]).chunks(59).enumerate() {
-        let mut r = cid.to_be_bytes().to_vec();
-        r.push(seq as u8);
-        r.extend_from_slice(chunk);
-        r.resize(64, 0);
-        v.push(r);
-    }
-    v
-}
-
 /// One CTAP request, its response (keepalives skipped). Any failure is an error string.
 fn ctap(c: &mut Client, cid: u32, req: &[u8]) -> Result<Vec<u8>, String> {
-    for r in message(cid, 0x10, req) {
-        c.write_report(&r).map_err(|e| format!("write: {e}"))?;
-    }
-    let mut r = c.read_report().map_err(|e| format!("read: {e}"))?;
-    while r.get(4) == Some(&0xbb) {
-        r = c.read_report().map_err(|e| format!("read: {e}"))?;
-    }
-    if r.len() != 64 || r[..4] != cid.to_be_bytes() || r[4] != 0x90 {
-        return Err(format!("unexpected report {r:02x?}"));
-    }
-    let len = u16::from_be_bytes([r[5], r[6]]) as usize;
-    let mut msg = r[7..7 + len.min(57)].to_vec();
-    while msg.len() < len {
-        let r = c.read_report().map_err(|e| format!("read: {e}"))?;
-        msg.extend_from_slice(&r[5..5 + (len - msg.len()).min(59)]);
-    }
-    Ok(msg)
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.into())
-}
-fn int(i: i64) -> Value {
-    Value::Integer(i.into())
-}
-
-fn cbor_request(cmd: u8, params: Vec<(Value, Value)>) -> Vec<u8> {
-    let mut req = vec![cmd];
-    ciborium::into_writer(&Value::Map(params), &mut req).unwrap();
-    req
-}
-
-fn member(v: &Value, key: i64) -> Option<&Value> {
-    v.as_map()?
-        .iter()
-        .find(|(k, _)| *k == int(key))
-        .map(|(_, v)| v)
+    try_call(c, cid, 0x10, req)
 }
 
 /// Registers a credential and signs with it once; returns the number of CTAP ops.
 fn register_and_sign(c: &mut Client, cid: u32, n: u64) -> Result<(), String> {
-    let mc = cbor_request(
-        0x01,
-        vec![
-            (int(1), Value::Bytes(vec![1; 32])),
-            (int(2), Value::Map(vec![(text("id"), text("soak.example"))])),
-            (
-                int(3),
-                Value::Map(vec![(text("id"), Value::Bytes(n.to_be_bytes().to_vec()))]),
-            ),
-            (
-                int(4),
-                Value::Array(vec![Value::Map(vec![
-                    (text("alg"), int(-7)),
-                    (text("type"), text("public-key")),
-                ])]),
-            ),
-        ],
-    );
+    let mc = make_credential("soak.example", &n.to_be_bytes(), false);
     let resp = ctap(c, cid, &mc)?;
     if resp.first() != Some(&0) {
         return Err(format!("makeCredential status {:?}", resp.first()));
     }
     let v: Value = ciborium::from_reader(&resp[1..]).map_err(|e| e.to_string())?;
-    let auth_data = member(&v, 2)
+    let auth_data = member(&v, &int(2))
         .and_then(Value::as_bytes)
         .ok_or("no authData")?;
     // rpIdHash 32, flags 1, counter 4, AAGUID 16, credential ID length 2, ID.
     let id_len = u16::from_be_bytes([auth_data[53], auth_data[54]]) as usize;
     let cred_id = auth_data[55..55 + id_len].to_vec();
-    let ga = cbor_request(
+    let ga = request(
         0x02,
         vec![
             (int(1), text("soak.example")),
@@ -266,10 +184,7 @@ fn good_host(addr: SocketAddr, stop: Arc<AtomicBool>) -> GoodReport {
     c.stream().set_read_timeout(Some(GOOD_TIMEOUT)).unwrap();
     c.stream().set_write_timeout(Some(GOOD_TIMEOUT)).unwrap();
     c.enumerate().expect("enumeration");
-    c.write_report(&init_report(0xffff_ffff, 0x06, b"goodhost", 8))
-        .unwrap();
-    let r = c.read_report().unwrap();
-    let cid = u32::from_be_bytes(r[15..19].try_into().unwrap());
+    let cid = init_with(&mut c, b"goodhost");
     let (mut rounds, mut slowest) = (0u64, Duration::ZERO);
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
@@ -288,13 +203,6 @@ fn good_host(addr: SocketAddr, stop: Arc<AtomicBool>) -> GoodReport {
 }
 
 // ---- hostile peers ---------------------------------------------------------------
-
-fn op_header(code: u16) -> Vec<u8> {
-    let mut v = 0x0111u16.to_be_bytes().to_vec();
-    v.extend_from_slice(&code.to_be_bytes());
-    v.extend_from_slice(&[0; 4]);
-    v
-}
 
 fn connect(addr: SocketAddr) -> Option<TcpStream> {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;

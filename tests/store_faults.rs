@@ -1,16 +1,17 @@
 //! A store that cannot be used as it is: `vkey serve` stops with one clear line and
 //! exit code 1, and the store's files are left exactly as they were.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
+use std::io::BufReader;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const VKEY: &str = env!("CARGO_BIN_EXE_vkey");
+use support::process::{VKEY, assert_one_error_line, read_lines, temp_path};
 
 fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vkey-faults-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = temp_path("faults", tag);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
     d
@@ -27,14 +28,8 @@ fn make_store(store: &Path, env: &[(&str, &str)]) {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut listening = false;
-    for _ in 0..3 {
-        let mut l = String::new();
-        if out.read_line(&mut l).unwrap() == 0 {
-            break;
-        }
-        listening |= l.starts_with("listening on");
-    }
+    let lines = read_lines(&mut out, 3, |l| l.starts_with("listening on"));
+    let listening = lines.iter().any(|l| l.starts_with("listening on"));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(listening, "vkey did not start on {}", store.display());
@@ -52,13 +47,7 @@ fn refuses(store: &Path, env: &[(&str, &str)], needle: &str) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("vkey: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains(needle), "wanted {needle:?}: {stderr}");
+    assert_one_error_line(&stderr, needle);
 }
 
 /// Every regular file of a store directory (not the control socket), by name, with its

@@ -1,68 +1,17 @@
 //! The USB/IP server over real TCP: enumeration as Linux does it, held interrupt-IN
 //! URBs, unlink, import rules and hostile peers.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
 
-use vkey::ctap::{Authenticator, Config, Presence, PresenceMode};
-use vkey::key::{Key, KeyShared};
-use vkey::store::Store;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::ctaphid::{cbor, ctaphid_init, init_with, report};
+use support::usbip::{closed_by_server, import, start, start_with};
+use vkey::ctap::{Config, Presence, PresenceMode};
 use vkey::usbip::client::{Client, Reply, list_devices};
 use vkey::usbip::protocol::{DIR_IN, DIR_OUT};
-use vkey::usbip::{ExportedDevice, Server};
-
-/// Starts a server with one ephemeral key on a free port, in a background runtime.
-fn start() -> SocketAddr {
-    start_with(Config::default())
-}
-
-fn start_with(config: Config) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut config = config;
-            let shared = KeyShared::for_config("1-1", &mut config);
-            let key: Arc<dyn ExportedDevice> = Arc::new(
-                Key::new(
-                    Authenticator::new(Store::ephemeral(), config).unwrap(),
-                    shared,
-                )
-                .unwrap(),
-            );
-            let server = Server::bind("127.0.0.1:0".parse().unwrap(), vec![("1-1".into(), key)])
-                .await
-                .unwrap();
-            tx.send(server.local_addr().unwrap()).unwrap();
-            server.run().await;
-        });
-    });
-    rx.recv().unwrap()
-}
-
-fn init_report(cid: u32, cmd: u8, payload: &[u8]) -> Vec<u8> {
-    let mut r = cid.to_be_bytes().to_vec();
-    r.push(cmd | 0x80);
-    r.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    r.extend_from_slice(payload);
-    r.resize(64, 0);
-    r
-}
-
-/// CTAPHID_INIT on the broadcast channel; returns the allocated channel.
-fn ctaphid_init(c: &mut Client) -> u32 {
-    c.write_report(&init_report(0xffff_ffff, 0x06, b"nonce123"))
-        .unwrap();
-    let r = c.read_report().unwrap();
-    assert_eq!(&r[..5], &[0xff, 0xff, 0xff, 0xff, 0x86]);
-    assert_eq!(&r[7..15], b"nonce123");
-    u32::from_be_bytes(r[15..19].try_into().unwrap())
-}
 
 /// Asserts that nothing arrives on the connection for a while (a held URB stays held).
 /// This is a negative check: a slow machine cannot make it fail.
@@ -83,21 +32,13 @@ fn assert_silent(c: &mut Client) {
 }
 
 fn assert_closed_by_server(s: &mut TcpStream) {
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut buf = [0u8; 512];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => continue, // a reply that was already due, then the close
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("connection not closed: {e}"),
-        }
-    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    assert!(closed_by_server(s, deadline), "connection not closed");
 }
 
 #[test]
 fn devlist_describes_one_hid_device() {
-    let addr = start();
+    let (addr, _key) = start();
     let devs = list_devices(addr).unwrap();
     assert_eq!(devs.len(), 1);
     assert_eq!(devs[0].busid, "1-1");
@@ -108,7 +49,7 @@ fn devlist_describes_one_hid_device() {
 
 #[test]
 fn linux_enumeration_and_stalls() {
-    let addr = start();
+    let (addr, _key) = start();
     let mut c = Client::import(addr, "1-1").unwrap();
     let report_desc = c.enumerate().unwrap();
     assert_eq!(report_desc.len(), 34);
@@ -131,7 +72,7 @@ fn linux_enumeration_and_stalls() {
 
 #[test]
 fn in_urb_is_held_until_a_report_exists() {
-    let addr = start();
+    let (addr, _key) = start();
     let mut c = Client::import(addr, "1-1").unwrap();
     c.enumerate().unwrap();
     let held = c.submit(1, DIR_IN, [0; 8], 64, &[]).unwrap();
@@ -144,7 +85,7 @@ fn in_urb_is_held_until_a_report_exists() {
             DIR_OUT,
             [0; 8],
             64,
-            &init_report(0xffff_ffff, 0x06, b"12345678"),
+            &report(0xffff_ffff, 0x06, b"12345678"),
         )
         .unwrap();
     let mut got_out = false;
@@ -176,7 +117,7 @@ fn in_urb_is_held_until_a_report_exists() {
 
 #[test]
 fn unlink_of_held_urb_and_of_completed_urb() {
-    let addr = start();
+    let (addr, _key) = start();
     let mut c = Client::import(addr, "1-1").unwrap();
     c.enumerate().unwrap();
     let held = c.submit(1, DIR_IN, [0; 8], 64, &[]).unwrap();
@@ -189,13 +130,7 @@ fn unlink_of_held_urb_and_of_completed_urb() {
         }
     );
     // The unlinked URB never completes: the next report goes to the next URB.
-    let cid = {
-        c.write_report(&init_report(0xffff_ffff, 0x06, b"abcdefgh"))
-            .unwrap();
-        let r = c.read_report().unwrap();
-        assert_eq!(&r[7..15], b"abcdefgh");
-        u32::from_be_bytes(r[15..19].try_into().unwrap())
-    };
+    let cid = init_with(&mut c, b"abcdefgh");
     // Unlink of a URB that already completed: status 0.
     let u = c.unlink(held).unwrap();
     assert_eq!(
@@ -206,7 +141,7 @@ fn unlink_of_held_urb_and_of_completed_urb() {
         }
     );
     // The device still works.
-    c.write_report(&init_report(cid, 0x01, b"ping")).unwrap();
+    c.write_report(&report(cid, 0x01, b"ping")).unwrap();
     let r = c.read_report().unwrap();
     assert_eq!(
         &r[..7],
@@ -225,24 +160,11 @@ fn unlink_of_held_urb_and_of_completed_urb() {
 
 #[test]
 fn ctap_get_info_over_usbip() {
-    let addr = start();
+    let (addr, _key) = start();
     let mut c = Client::import(addr, "1-1").unwrap();
     c.enumerate().unwrap();
     let cid = ctaphid_init(&mut c);
-    c.write_report(&init_report(cid, 0x10, &[0x04])).unwrap();
-    let r = c.read_report().unwrap();
-    assert_eq!(r[4], 0x90);
-    let len = u16::from_be_bytes([r[5], r[6]]) as usize;
-    let mut msg = r[7..7 + len.min(57)].to_vec();
-    while msg.len() < len {
-        let r = c.read_report().unwrap();
-        assert_eq!(
-            usize::from(r[4]),
-            (msg.len() - 57) / 59,
-            "continuation sequence"
-        );
-        msg.extend_from_slice(&r[5..5 + (len - msg.len()).min(59)]);
-    }
+    let msg = cbor(&mut c, cid, &[0x04]);
     let expected = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/ctap/get_info.response.bin"
@@ -253,7 +175,7 @@ fn ctap_get_info_over_usbip() {
 
 #[test]
 fn second_import_refused_then_allowed_after_close() {
-    let addr = start();
+    let (addr, _key) = start();
     let first = Client::import(addr, "1-1").unwrap();
     let err = Client::import(addr, "1-1").err().unwrap();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
@@ -265,7 +187,7 @@ fn second_import_refused_then_allowed_after_close() {
 
 #[test]
 fn hostile_peers_are_closed_and_others_keep_working() {
-    let addr = start();
+    let (addr, _key) = start();
     let mut good = Client::import(addr, "1-1").unwrap();
     good.enumerate().unwrap();
     let cid = ctaphid_init(&mut good);
@@ -290,7 +212,7 @@ fn hostile_peers_are_closed_and_others_keep_working() {
     // A huge OUT length after a valid import of another bus id is impossible (one
     // device), so check it on a fresh import once `good` is gone below. First: the
     // good connection is unaffected.
-    good.write_report(&init_report(cid, 0x01, b"ok")).unwrap();
+    good.write_report(&report(cid, 0x01, b"ok")).unwrap();
     assert_eq!(&good.read_report().unwrap()[7..9], b"ok");
     drop(good);
 
@@ -308,14 +230,8 @@ fn hostile_peers_are_closed_and_others_keep_working() {
             h
         },
     ] {
-        let mut c = loop {
-            // The previous hostile session may still be closing (grace period).
-            match Client::import(addr, "1-1") {
-                Ok(c) => break c,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-                Err(e) => panic!("{e}"),
-            }
-        };
+        // The previous hostile session may still be closing (grace period).
+        let mut c = import(addr);
         let mut bad = bad;
         if bad[3] == 1 && bad[15] == 0 && bad[27] == 65 {
             bad.extend_from_slice(&[0u8; 65]);
@@ -325,13 +241,7 @@ fn hostile_peers_are_closed_and_others_keep_working() {
     }
 
     // After all that, the key imports and answers normally.
-    let mut c = loop {
-        match Client::import(addr, "1-1") {
-            Ok(c) => break c,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let mut c = import(addr);
     c.enumerate().unwrap();
     ctaphid_init(&mut c);
 }
@@ -347,7 +257,7 @@ fn submit_header(seq: u32, direction: u32, ep: u32, len: u32, packets: u32) -> V
 
 #[test]
 fn while_a_request_waits_for_presence_the_connection_keeps_serving() {
-    let addr = start_with(Config {
+    let (addr, _key) = start_with(Config {
         presence: Presence::new(PresenceMode::Delay(Duration::from_secs(25))),
         ..Config::default()
     });
@@ -356,12 +266,12 @@ fn while_a_request_waits_for_presence_the_connection_keeps_serving() {
     let a = ctaphid_init(&mut c);
     let b = ctaphid_init(&mut c);
     // authenticatorSelection on channel A waits for the user.
-    c.write_report(&init_report(a, 0x10, &[0x0b])).unwrap();
+    c.write_report(&report(a, 0x10, &[0x0b])).unwrap();
     // KEEPALIVE with status UPNEEDED (2) on channel A.
     let r = c.read_report().unwrap();
     assert_eq!(&r[4..8], &[0xbb, 0, 1, 2]);
     // Channel B is answered at once: CHANNEL_BUSY.
-    c.write_report(&init_report(b, 0x01, b"hi")).unwrap();
+    c.write_report(&report(b, 0x01, b"hi")).unwrap();
     loop {
         let r = c.read_report().unwrap();
         if r[..4] == b.to_be_bytes() {
@@ -385,7 +295,7 @@ fn while_a_request_waits_for_presence_the_connection_keeps_serving() {
         }
     }
     // CANCEL on A: the request answers CTAP2_ERR_KEEPALIVE_CANCEL.
-    c.write_report(&init_report(a, 0x11, &[])).unwrap();
+    c.write_report(&report(a, 0x11, &[])).unwrap();
     loop {
         let r = c.read_report().unwrap();
         if r[4] == 0x90 {
