@@ -19,6 +19,7 @@ from fido2.ctap2.pin import ClientPin
 from fido2.webauthn import AuthenticatorData
 
 from control_client import Control, ControlError, EventStream, b64, unb64
+from fido_helpers import fido_client, pin_file
 
 ERR = CtapError.ERR
 RP = "example.com"
@@ -508,32 +509,10 @@ def test_control_demo_example_runs(vkey_factory):
     assert "DEMO OK" in r.stdout, r.stdout
 
 
-def pin_file(tmp_path):
-    f = tmp_path / "pin"
-    f.write_text(PIN + "\n")
-    os.chmod(f, 0o600)
-    return str(f)
-
-
-class _Pin:
-    """What Fido2Client asks of a person: the PIN."""
-
-    def prompt_up(self):
-        pass
-
-    def request_pin(self, permissions, rp_id):
-        return PIN
-
-    def request_uv(self, permissions, rp_id):
-        return True
-
-
 def _client(dev):
-    from fido2.client import DefaultClientDataCollector, Fido2Client
     from fido2.ctap2.extensions import LargeBlobExtension
 
-    return Fido2Client(dev, DefaultClientDataCollector("https://" + RP), user_interaction=_Pin(),
-                       extensions=[LargeBlobExtension()])
+    return fido_client(dev, PIN, "https://" + RP, [LargeBlobExtension()])
 
 
 def _attested(cred_id, public_key):
@@ -576,7 +555,7 @@ def test_large_blob_is_shown_and_imported(vkey_factory, tmp_path):
     from fido2.server import Fido2Server
     from fido2.webauthn import PublicKeyCredentialRpEntity, PublicKeyCredentialUserEntity
 
-    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path))
+    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path, PIN))
     c = key.control()
     dev = key.device()
     ctap = Ctap2(dev)

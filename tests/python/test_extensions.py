@@ -9,7 +9,7 @@ import struct
 
 import pytest
 from fido2 import cbor
-from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.client import ClientError
 from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.blob import LargeBlobs
@@ -26,6 +26,8 @@ from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
 from fido2.server import Fido2Server
 from fido2.utils import sha256, websafe_encode
 from fido2.webauthn import PublicKeyCredentialRpEntity, PublicKeyCredentialUserEntity
+
+from fido_helpers import fido_client, pin_file
 
 ERR = CtapError.ERR
 P = ClientPin.PERMISSION
@@ -47,28 +49,8 @@ SALT1, SALT2, SALT3 = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
 INITIAL_ARRAY = bytes.fromhex("8076be8b528d0075f7aae98d6fa57a6d3c")
 
 
-class Pin(UserInteraction):
-    def __init__(self, pin):
-        self.pin = pin
-
-    def request_pin(self, permissions, rp_id):
-        return self.pin
-
-    def request_uv(self, permissions, rp_id):
-        return True
-
-
 def client(dev, pin=PIN):
-    return Fido2Client(
-        dev, DefaultClientDataCollector(ORIGIN), user_interaction=Pin(pin), extensions=EXTENSIONS
-    )
-
-
-def pin_file(tmp_path):
-    f = tmp_path / "pin"
-    f.write_text(PIN + "\n")
-    os.chmod(f, 0o600)
-    return str(f)
+    return fido_client(dev, pin, ORIGIN, EXTENSIONS)
 
 
 @pytest.fixture
@@ -85,7 +67,7 @@ def use_protocol(monkeypatch):
 @pytest.fixture
 def pin_key(vkey_factory, tmp_path):
     """A key with a persistent store and the PIN set at start-up."""
-    return vkey_factory("--store", str(tmp_path / "store"), "--pin-file", pin_file(tmp_path))
+    return vkey_factory("--store", str(tmp_path / "store"), "--pin-file", pin_file(tmp_path, PIN))
 
 
 def register(dev, user_id, extensions, uv="required", rk="required"):
@@ -221,7 +203,7 @@ def lbw_token(ctap, proto):
 
 @PROTOCOLS
 def test_large_blobs_class_fragments_and_errors(vkey_factory, tmp_path, proto):
-    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path))
+    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path, PIN))
     dev = key.device()
     ctap = Ctap2(dev)
     assert LargeBlobs(ctap).read_blob_array() == []
@@ -429,7 +411,7 @@ def test_trace_and_events_redact_extension_secrets(vkey_factory, tmp_path, proto
     from control_client import EventStream
 
     trace = tmp_path / "trace.jsonl"
-    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path), "--trace", str(trace))
+    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path, PIN), "--trace", str(trace))
     events = EventStream(key.control())
     assert events.ready.wait(10)
     dev = key.device()

@@ -3,7 +3,7 @@ management, authenticatorConfig and credProtect, with python-fido2 over USB/IP."
 import os
 
 import pytest
-from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.client import ClientError
 from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.config import Config
@@ -13,6 +13,8 @@ from fido2.server import Fido2Server
 from fido2.utils import sha256
 from fido2.webauthn import PublicKeyCredentialRpEntity, PublicKeyCredentialUserEntity
 
+from fido_helpers import fido_client, pin_file
+
 ERR = CtapError.ERR
 P = ClientPin.PERMISSION
 PIN = "a1b2c3d4"
@@ -20,26 +22,12 @@ RP = PublicKeyCredentialRpEntity(id="example.com", name="Example RP")
 PARAMS = [{"type": "public-key", "alg": -7}]
 
 
-class Pin(UserInteraction):
-    def __init__(self, pin):
-        self.pin = pin
-
-    def request_pin(self, permissions, rp_id):
-        return self.pin
-
-    def request_uv(self, permissions, rp_id):
-        return True
-
-
-def client(dev, pin=None):
-    return Fido2Client(dev, DefaultClientDataCollector("https://example.com"), user_interaction=Pin(pin))
-
-
-def pin_file(tmp_path, pin=PIN):
-    f = tmp_path / "pin"
-    f.write_text(pin + "\n")
-    os.chmod(f, 0o600)
-    return str(f)
+def with_pin(vkey_factory, tmp_path):
+    """An ephemeral key started with --pin-file PIN: its device, CTAP2 and clientPIN."""
+    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path, PIN))
+    dev = key.device()
+    ctap = Ctap2(dev)
+    return dev, ctap, ClientPin(ctap)
 
 
 def mc(ctap, rk=False, token=None, protocol=None, rp="example.com", user=b"u", extensions=None):
@@ -124,10 +112,7 @@ def test_pin_blocked_after_eight_wrong_pins_until_reset(vkey):
 
 
 def test_permissions_and_rp_binding(vkey_factory, tmp_path):
-    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path))
-    dev = key.device()
-    ctap = Ctap2(dev)
-    pin = ClientPin(ctap)
+    dev, ctap, pin = with_pin(vkey_factory, tmp_path)
     pin.get_pin_token(PIN, P.LARGE_BLOB_WRITE)  # large blobs are supported
     expect(ERR.UNAUTHORIZED_PERMISSION, pin.get_pin_token, PIN, P.BIO_ENROLL)
     ga_only = pin.get_pin_token(PIN, P.GET_ASSERTION, "example.com")
@@ -151,7 +136,7 @@ def test_permissions_and_rp_binding(vkey_factory, tmp_path):
 def test_uv_before_creation_pin_file_passkey_flow(vkey_factory, tmp_path):
     """A key started with --pin-file: the first makeCredential from a client that uses
     the PIN has UV=1, the credential is discoverable, the assertion needs no username."""
-    key = vkey_factory("--store", str(tmp_path / "store"), "--pin-file", pin_file(tmp_path))
+    key = vkey_factory("--store", str(tmp_path / "store"), "--pin-file", pin_file(tmp_path, PIN))
     assert any("PIN set now" in line for line in key.stdout_lines)
     dev = key.device()
     info = Ctap2(dev).get_info()
@@ -159,12 +144,12 @@ def test_uv_before_creation_pin_file_passkey_flow(vkey_factory, tmp_path):
     server = Fido2Server(RP)
     user = PublicKeyCredentialUserEntity(id=b"passkey-user", name="alice", display_name="Alice")
     options, state = server.register_begin(user, resident_key_requirement="required", user_verification="required")
-    result = client(dev, PIN).make_credential(options["publicKey"])
+    result = fido_client(dev, PIN).make_credential(options["publicKey"])
     auth_data = server.register_complete(state, result)
     assert auth_data.is_user_verified() and auth_data.is_user_present()
     assert result.client_extension_results.get("credProps", {}).get("rk") in (True, None)
     options, state = server.authenticate_begin(user_verification="required")  # no allowCredentials
-    selection = client(dev, PIN).get_assertion(options["publicKey"])
+    selection = fido_client(dev, PIN).get_assertion(options["publicKey"])
     response = selection.get_response(0)
     server.authenticate_complete(state, [auth_data.credential_data], response)
     assert response.response.user_handle == b"passkey-user"
@@ -177,7 +162,7 @@ def test_uv_before_creation_pin_file_passkey_flow(vkey_factory, tmp_path):
     with pytest.raises(RuntimeError, match="different PIN"):
         key.args = ["--store", str(tmp_path / "store"), "--pin-file", pin_file(tmp_path / "..", "other-pin")]
         key.start()
-    key.args = ["--store", str(tmp_path / "store"), "--pin-file", pin_file(tmp_path)]
+    key.args = ["--store", str(tmp_path / "store"), "--pin-file", pin_file(tmp_path, PIN)]
     key.start()
     assert any("PIN matches" in line for line in key.stdout_lines)
 
@@ -203,7 +188,7 @@ def test_built_in_uv(vkey_factory):
     options, state = server.register_begin(
         PublicKeyCredentialUserEntity(id=b"uv-user", name="u"), resident_key_requirement="required",
         user_verification="required")
-    result = client(dev).make_credential(options["publicKey"])
+    result = fido_client(dev).make_credential(options["publicKey"])
     assert server.register_complete(state, result).is_user_verified()
     dev.close()
 
@@ -219,10 +204,7 @@ def test_built_in_uv(vkey_factory):
 
 
 def test_credential_management(vkey_factory, tmp_path):
-    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path))
-    dev = key.device()
-    ctap = Ctap2(dev)
-    pin = ClientPin(ctap)
+    dev, ctap, pin = with_pin(vkey_factory, tmp_path)
     for rp, user in (("a.example", b"alice"), ("a.example", b"bob"), ("b.example", b"carol")):
         token = pin.get_pin_token(PIN, P.MAKE_CREDENTIAL, rp)
         mc(ctap, rk=True, token=token, protocol=pin.protocol, rp=rp, user=user,
@@ -277,10 +259,7 @@ def test_credential_management(vkey_factory, tmp_path):
 
 
 def test_cred_protect_hides_credentials_without_uv(vkey_factory, tmp_path):
-    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path))
-    dev = key.device()
-    ctap = Ctap2(dev)
-    pin = ClientPin(ctap)
+    dev, ctap, pin = with_pin(vkey_factory, tmp_path)
     ids = {}
     for level, user in ((1, b"one"), (2, b"two"), (3, b"three")):
         token = pin.get_pin_token(PIN, P.MAKE_CREDENTIAL, "example.com")
@@ -311,16 +290,13 @@ def test_cred_protect_hides_credentials_without_uv(vkey_factory, tmp_path):
         user_verification="required",
         extensions={"credentialProtectionPolicy": "userVerificationRequired",
                     "enforceCredentialProtectionPolicy": True})
-    result = client(dev, PIN).make_credential(options["publicKey"])
+    result = fido_client(dev, PIN).make_credential(options["publicKey"])
     assert server.register_complete(state, result).extensions == {"credProtect": 3}
     dev.close()
 
 
 def test_authenticator_config(vkey_factory, tmp_path):
-    key = vkey_factory("--ephemeral", "--pin-file", pin_file(tmp_path))
-    dev = key.device()
-    ctap = Ctap2(dev)
-    pin = ClientPin(ctap)
+    dev, ctap, pin = with_pin(vkey_factory, tmp_path)
     expect(ERR.PUAT_REQUIRED, Config(ctap).toggle_always_uv)
     no_acfg = Config(ctap, pin.protocol, pin.get_pin_token(PIN, P.MAKE_CREDENTIAL, "example.com"))
     expect(ERR.PIN_AUTH_INVALID, no_acfg.toggle_always_uv)

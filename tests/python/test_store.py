@@ -21,6 +21,7 @@ from fido2.ctap2.credman import CredentialManagement
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
 
 from conftest import ROOT, VkeyProcess
+from fido_helpers import pin_file
 
 ERR = CtapError.ERR
 P = ClientPin.PERMISSION
@@ -33,13 +34,6 @@ def private_copy(src, dst):
     os.chmod(dst, 0o700)
     for f in os.listdir(dst):
         os.chmod(os.path.join(dst, f), 0o600)
-
-
-def pin_file(tmp_path, pin):
-    f = tmp_path / "pin"
-    f.write_text(pin + "\n")
-    os.chmod(f, 0o600)
-    return str(f)
 
 
 def verify(cred_pk_hex, assertion, cdh):
