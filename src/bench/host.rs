@@ -349,18 +349,24 @@ impl UsbipHost {
                     status,
                     data,
                 } if seqnum == seq => return Ok((status, data)),
-                Ret::Submit {
-                    seqnum,
-                    status,
-                    data,
-                } if seqnum == self.in_seq => self.on_in_completion(status, data)?,
-                Ret::Submit { seqnum, .. } => {
-                    return Err(HostError::Protocol(format!(
-                        "RET_SUBMIT for seqnum {seqnum} out of turn"
-                    )));
-                }
-                Ret::Unlink => {}
+                other => self.on_ret(other)?,
             }
+        }
+    }
+
+    /// A reply that is not the one a caller waits for: the IN URB's completion (a
+    /// report), a late RET_UNLINK, or a RET_SUBMIT nobody sent (a protocol error).
+    fn on_ret(&mut self, ret: Ret) -> Result<(), HostError> {
+        match ret {
+            Ret::Submit {
+                seqnum,
+                status,
+                data,
+            } if seqnum == self.in_seq => self.on_in_completion(status, data),
+            Ret::Submit { seqnum, .. } => Err(HostError::Protocol(format!(
+                "RET_SUBMIT for seqnum {seqnum} out of turn"
+            ))),
+            Ret::Unlink => Ok(()),
         }
     }
 
@@ -494,19 +500,8 @@ impl UsbipHost {
             if let Some(r) = self.reports.pop_front() {
                 return Ok(r);
             }
-            match self.next_ret(deadline)? {
-                Ret::Submit {
-                    seqnum,
-                    status,
-                    data,
-                } if seqnum == self.in_seq => self.on_in_completion(status, data)?,
-                Ret::Submit { seqnum, .. } => {
-                    return Err(HostError::Protocol(format!(
-                        "RET_SUBMIT for seqnum {seqnum} out of turn"
-                    )));
-                }
-                Ret::Unlink => {}
-            }
+            let ret = self.next_ret(deadline)?;
+            self.on_ret(ret)?;
         }
     }
 

@@ -4,8 +4,8 @@
 use ciborium::Value;
 
 use super::Authenticator;
-use super::cbor::{self, RequestMap, read};
-use super::params::{self, pin_uv_auth_protocol};
+use super::cbor::{RequestMap, read};
+use super::params::{self, SubCommandRequest, pin_uv_auth_protocol};
 use super::status::{CtapResult, StatusCode};
 use super::user_verification::RpScope;
 use crate::pin::Permissions;
@@ -42,6 +42,14 @@ impl SetMinPinLength {
     }
 }
 
+/// What the token authenticates starts with 32×0xff ‖ 0x0d (authenticatorConfig's
+/// command byte), §6.11.
+const MESSAGE_PREFIX: [u8; 33] = {
+    let mut p = [0xff; 33];
+    p[32] = 0x0d;
+    p
+};
+
 pub(super) struct ConfigRequest {
     sub_command: SubCommand,
     /// What the token authenticates: 32×0xff ‖ 0x0d ‖ uint8(subCommand) ‖
@@ -53,27 +61,19 @@ pub(super) struct ConfigRequest {
 
 impl ConfigRequest {
     pub fn parse(params: &[u8]) -> CtapResult<Self> {
-        let mut m = RequestMap::parse(params)?;
-        let code = read::unsigned(m.required(0x01)?)?;
-        let sub_params = m.take(0x02).map(read::map).transpose()?;
-        let pin_uv_auth_protocol = m.take(0x03).map(read::unsigned).transpose()?;
-        let pin_uv_auth_param = m.take(0x04).map(read::bytes).transpose()?;
-        let mut message = vec![0xff; 32];
-        message.extend_from_slice(&[0x0d, code as u8]);
-        if let Some(sp) = &sub_params {
-            message.extend_from_slice(&cbor::encode(&Value::Map(sp.clone())));
-        }
-        let sub_command = match code {
+        let req = SubCommandRequest::parse(params)?;
+        let message = req.message(&MESSAGE_PREFIX);
+        let sub_command = match req.sub_command {
             0x02 => SubCommand::ToggleAlwaysUv,
-            0x03 => SubCommand::SetMinPinLength(SetMinPinLength::parse(sub_params)),
+            0x03 => SubCommand::SetMinPinLength(SetMinPinLength::parse(req.sub_command_params)),
             // enableEnterpriseAttestation (0x01): no "ep" here; vendorPrototype, unknown.
             _ => return Err(StatusCode::InvalidSubcommand),
         };
         Ok(ConfigRequest {
             sub_command,
             message,
-            pin_uv_auth_protocol,
-            pin_uv_auth_param,
+            pin_uv_auth_protocol: req.pin_uv_auth_protocol,
+            pin_uv_auth_param: req.pin_uv_auth_param,
         })
     }
 }

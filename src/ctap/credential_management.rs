@@ -8,10 +8,10 @@ use std::collections::VecDeque;
 use ciborium::Value;
 
 use super::Authenticator;
-use super::cbor::{self, MapBuilder, RequestMap, read};
+use super::cbor::{MapBuilder, RequestMap, read};
 use super::dispatcher::Response;
 use super::events::Event;
-use super::params::{CredentialDescriptor, UserEntity, pin_uv_auth_protocol};
+use super::params::{CredentialDescriptor, SubCommandRequest, UserEntity, pin_uv_auth_protocol};
 use super::runtime::StatefulCommand;
 use super::status::{CtapResult, StatusCode};
 use super::user_verification::RpScope;
@@ -79,21 +79,14 @@ pub(super) struct CredentialManagementRequest {
 
 impl CredentialManagementRequest {
     pub fn parse(params: &[u8]) -> CtapResult<Self> {
-        let mut m = RequestMap::parse(params)?;
-        let code = read::unsigned(m.required(0x01)?)?;
-        let sub_params = m.take(0x02).map(read::map).transpose()?;
-        let pin_uv_auth_protocol = m.take(0x03).map(read::unsigned).transpose()?;
-        let pin_uv_auth_param = m.take(0x04).map(read::bytes).transpose()?;
-        let mut message = vec![code as u8];
-        if let Some(sp) = &sub_params {
-            message.extend_from_slice(&cbor::encode(&Value::Map(sp.clone())));
-        }
-        let sub_params = sub_params.map(RequestMap::from_entries);
+        let req = SubCommandRequest::parse(params)?;
+        let message = req.message(&[]);
+        let sub_params = req.sub_command_params.map(RequestMap::from_entries);
         Ok(CredentialManagementRequest {
-            sub_command: SubCommand::parse(code, sub_params)?,
+            sub_command: SubCommand::parse(req.sub_command, sub_params)?,
             message,
-            pin_uv_auth_protocol,
-            pin_uv_auth_param,
+            pin_uv_auth_protocol: req.pin_uv_auth_protocol,
+            pin_uv_auth_param: req.pin_uv_auth_param,
         })
     }
 }

@@ -3,6 +3,8 @@
 //! (the control interface turns them into Chrome DevTools `WebAuthn` events); it never
 //! puts a secret in them.
 
+use crate::store::Credential;
+
 /// A credential as the events (and the control interface) describe it: the fields of
 /// Chrome DevTools' `WebAuthn.Credential`, without the private key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +19,36 @@ pub struct CredentialInfo {
     pub sign_count: u32,
     pub backup_eligibility: bool,
     pub backup_state: bool,
+}
+
+impl CredentialInfo {
+    /// Credential `credential_id` as `credentialAsserted` shows it after it signed with
+    /// `sign_count`: the user fields come from its `stored` entry (a credential whose ID
+    /// carries it has none), `backup` is its (BE, BS).
+    pub(crate) fn asserted(
+        credential_id: &[u8],
+        is_resident: bool,
+        rp_id: String,
+        stored: Option<Credential>,
+        sign_count: u32,
+        (backup_eligibility, backup_state): (bool, bool),
+    ) -> CredentialInfo {
+        let (user_handle, user_name, user_display_name) = match stored {
+            Some(c) => (Some(c.user_id), c.user_name, c.user_display_name),
+            None => (None, None, None),
+        };
+        CredentialInfo {
+            credential_id: credential_id.to_vec(),
+            is_resident,
+            rp_id,
+            user_handle,
+            user_name,
+            user_display_name,
+            sign_count,
+            backup_eligibility,
+            backup_state,
+        }
+    }
 }
 
 /// An event of one key.

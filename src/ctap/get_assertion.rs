@@ -239,17 +239,14 @@ pub(super) fn assertion(
         });
     auth.config
         .events
-        .emit(Event::CredentialAsserted(CredentialInfo {
-            credential_id: id.to_vec(),
-            is_resident: source.props.discoverable,
-            rp_id: context.rp_id.clone(),
-            user_handle: stored.as_ref().map(|c| c.user_id.clone()),
-            user_name: stored.as_ref().and_then(|c| c.user_name.clone()),
-            user_display_name: stored.and_then(|c| c.user_display_name),
-            sign_count: counter,
-            backup_eligibility: backup.0,
-            backup_state: backup.1,
-        }));
+        .emit(Event::CredentialAsserted(CredentialInfo::asserted(
+            id,
+            source.props.discoverable,
+            context.rp_id.clone(),
+            stored,
+            counter,
+            backup,
+        )));
     Ok(GetAssertionResponse {
         credential_id: id.to_vec(),
         signature: overrides.signature(source.sign(&signed).ok_or(StatusCode::Other)?),

@@ -4,7 +4,7 @@
 use ciborium::Value;
 
 use super::MAX_CREDENTIAL_COUNT_IN_LIST;
-use super::cbor::{MapBuilder, read};
+use super::cbor::{self, MapBuilder, RequestMap, read};
 use super::status::{CtapResult, StatusCode};
 use crate::crypto::Algorithm;
 use crate::pin::Protocol;
@@ -188,6 +188,40 @@ pub fn first_supported_algorithm(params: Vec<Value>) -> CtapResult<Algorithm> {
 /// pinUvAuthProtocol: present (MISSING_PARAMETER) and supported (INVALID_PARAMETER).
 pub fn pin_uv_auth_protocol(v: Option<u64>) -> CtapResult<Protocol> {
     Protocol::from_param(v.ok_or(StatusCode::MissingParameter)?).ok_or(StatusCode::InvalidParameter)
+}
+
+/// The members authenticatorCredentialManagement (§6.8) and authenticatorConfig (§6.11)
+/// share: subCommand (0x01), subCommandParams (0x02), pinUvAuthProtocol (0x03),
+/// pinUvAuthParam (0x04).
+pub struct SubCommandRequest {
+    pub sub_command: u64,
+    pub sub_command_params: Option<Vec<(Value, Value)>>,
+    pub pin_uv_auth_protocol: Option<u64>,
+    pub pin_uv_auth_param: Option<Vec<u8>>,
+}
+
+impl SubCommandRequest {
+    pub fn parse(params: &[u8]) -> CtapResult<Self> {
+        let mut m = RequestMap::parse(params)?;
+        Ok(SubCommandRequest {
+            sub_command: read::unsigned(m.required(0x01)?)?,
+            sub_command_params: m.take(0x02).map(read::map).transpose()?,
+            pin_uv_auth_protocol: m.take(0x03).map(read::unsigned).transpose()?,
+            pin_uv_auth_param: m.take(0x04).map(read::bytes).transpose()?,
+        })
+    }
+
+    /// What pinUvAuthParam authenticates: `prefix` ‖ uint8(subCommand) ‖
+    /// subCommandParams in its canonical encoding (platforms must send canonical CBOR,
+    /// so it is what they sent).
+    pub fn message(&self, prefix: &[u8]) -> Vec<u8> {
+        let mut message = prefix.to_vec();
+        message.push(self.sub_command as u8);
+        if let Some(sp) = &self.sub_command_params {
+            message.extend_from_slice(&cbor::encode(&Value::Map(sp.clone())));
+        }
+        message
+    }
 }
 
 /// The options map: text keys with boolean values. Unknown options are ignored.

@@ -4,7 +4,7 @@
 //! domain types of `credential`.
 
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::AttestationMaterial;
 use super::credential::{Credential, Index, PrivateKey};
@@ -59,18 +59,13 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 struct KeyRecord {
     /// COSE algorithm identifier.
+    #[zeroize(skip)]
     alg: i64,
     #[serde(with = "serde_bytes")]
     secret: Vec<u8>,
-}
-
-impl Drop for KeyRecord {
-    fn drop(&mut self) {
-        self.secret.zeroize();
-    }
 }
 
 /// PIN and user-verification state (CTAP 2.1 §6.5). Persisted: retries count down
@@ -305,17 +300,12 @@ pub(super) fn decode_pin(b: &[u8]) -> Result<PinState, String> {
 }
 
 /// What identifies the device and seals credential IDs.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 struct DeviceRecord {
+    #[zeroize(skip)]
     serial: String,
     #[serde(with = "serde_bytes")]
     wrapping_key: Vec<u8>,
-}
-
-impl Drop for DeviceRecord {
-    fn drop(&mut self) {
-        self.wrapping_key.zeroize();
-    }
 }
 
 pub(super) fn encode_device(serial: &str, wrapping_key: &[u8; 32]) -> Zeroizing<Vec<u8>> {

@@ -583,25 +583,10 @@ impl Store {
         name: Option<String>,
         display_name: Option<String>,
     ) -> Result<bool, StoreError> {
-        for kind in [KIND_DISCOVERABLE, KIND_PLAIN] {
-            let Some((seq, mut c)) = self.read(kind, id) else {
-                continue;
-            };
+        self.update_credential(id, |c| {
             c.user_name = name;
             c.user_display_name = display_name;
-            let value = file::encode_credential(seq, &c);
-            let group = c
-                .discoverable
-                .then(|| crate::crypto::sha256(c.rp_id.as_bytes()));
-            self.records.commit(&[Change::Put {
-                kind,
-                key: id,
-                group,
-                value: &value,
-            }])?;
-            return Ok(true);
-        }
-        Ok(false)
+        })
     }
 
     /// Sets a stored credential's backup eligibility and state (each only if given).
@@ -611,12 +596,24 @@ impl Store {
         eligible: Option<bool>,
         state: Option<bool>,
     ) -> Result<bool, StoreError> {
+        self.update_credential(id, |c| {
+            c.backup_eligible = eligible.or(c.backup_eligible);
+            c.backup_state = state.or(c.backup_state);
+        })
+    }
+
+    /// Applies `change` to stored credential `id` and writes it back (same sequence
+    /// number, same kind and RP group); `false` if no credential `id` is stored.
+    fn update_credential(
+        &mut self,
+        id: &[u8],
+        change: impl FnOnce(&mut Credential),
+    ) -> Result<bool, StoreError> {
         for kind in [KIND_DISCOVERABLE, KIND_PLAIN] {
             let Some((seq, mut c)) = self.read(kind, id) else {
                 continue;
             };
-            c.backup_eligible = eligible.or(c.backup_eligible);
-            c.backup_state = state.or(c.backup_state);
+            change(&mut c);
             let value = file::encode_credential(seq, &c);
             let group = c
                 .discoverable

@@ -135,20 +135,18 @@ pub(super) fn authenticate(
 
     let backup = auth.backup_of(id);
     let stored = auth.store.get_credential(id);
+    // U2F names the application only by its hash; a stored credential knows.
+    let rp_id = stored.as_ref().map(|c| c.rp_id.clone()).unwrap_or_default();
     auth.config
         .events
-        .emit(Event::CredentialAsserted(CredentialInfo {
-            credential_id: id.to_vec(),
-            is_resident: source.props.discoverable,
-            // U2F names the application only by its hash; a stored credential knows.
-            rp_id: stored.as_ref().map(|c| c.rp_id.clone()).unwrap_or_default(),
-            user_handle: stored.as_ref().map(|c| c.user_id.clone()),
-            user_name: stored.as_ref().and_then(|c| c.user_name.clone()),
-            user_display_name: stored.and_then(|c| c.user_display_name),
-            sign_count: counter,
-            backup_eligibility: backup.0,
-            backup_state: backup.1,
-        }));
+        .emit(Event::CredentialAsserted(CredentialInfo::asserted(
+            id,
+            source.props.discoverable,
+            rp_id,
+            stored,
+            counter,
+            backup,
+        )));
     Ok(AuthenticateResponse {
         user_presence,
         counter,
