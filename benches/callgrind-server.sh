@@ -10,6 +10,7 @@
 # getInfo. Prints instructions per operation and the top functions (inclusive).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/benches/lib.sh"
 OP=${1:?usage: callgrind-server.sh OP=COUNT [-- SERVE-ARGS...]}
 shift
 [ "${1:-}" = -- ] && shift
@@ -21,17 +22,8 @@ name=callgrind-$(printf '%s' "$OP" | tr '=' '-')${1:+-$(printf '%s' "$*" | tr -c
 [ -x "$VKEY" ] || (cd "$ROOT" && cargo build --release)
 command -v valgrind >/dev/null || { echo "valgrind not installed (apt-get install valgrind)" >&2; exit 1; }
 
-fifo=$(mktemp -u); mkfifo "$fifo"
-VKEY_LOG=warn valgrind -q --tool=callgrind --callgrind-out-file="$OUT/$name.%p" \
-    "$VKEY" serve --ephemeral --listen 127.0.0.1:0 "$@" >"$fifo" &
-server=$!
-exec 3<"$fifo"; rm -f "$fifo"
-addr=
-while read -r line <&3; do
-    case $line in "listening on "*) addr=${line#listening on }; addr=${addr%% *}; break ;; esac
-done
-[ -n "$addr" ] || { echo "vkey serve did not start" >&2; exit 1; }
-cat <&3 >/dev/null &
+start_server valgrind -q --tool=callgrind --callgrind-out-file="$OUT/$name.%p" \
+    "$VKEY" serve --ephemeral --listen 127.0.0.1:0 "$@"
 callgrind_control -z "$server" >/dev/null
 "$VKEY" bench --target "$addr/1-1" --server-pid "$server" --op "$OP" --warmup 5 \
     --timeout-ms 60000 --verify-every 1 2>/dev/null | grep '^| [a-z]' | grep -v '^| op' || true

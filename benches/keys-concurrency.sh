@@ -8,21 +8,13 @@
 # VKEY=path picks the binary (default target/release/vkey).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/benches/lib.sh"
 N=${1:-2}; shift || true
 [ "${1:-}" = -- ] && shift
 VKEY=${VKEY:-${CARGO_TARGET_DIR:-$ROOT/target}/release/vkey}
 tmp=$(mktemp -d)
-fifo=$tmp/out; mkfifo "$fifo"
-VKEY_LOG=warn "$VKEY" serve --ephemeral --keys "$N" --listen 127.0.0.1:0 --control "$tmp/c.sock" >"$fifo" &
-server=$!
-trap 'kill $server 2>/dev/null || true; rm -rf "$tmp"' EXIT
-exec 3<"$fifo"
-addr=
-while read -r line <&3; do
-    case $line in "listening on "*) addr=${line#listening on }; addr=${addr%% *}; break ;; esac
-done
-[ -n "$addr" ] || { echo "vkey serve did not start" >&2; exit 1; }
-cat <&3 >/dev/null &
+trap 'kill ${server:-} 2>/dev/null || true; rm -rf "$tmp"' EXIT
+start_server "$VKEY" serve --ephemeral --keys "$N" --listen 127.0.0.1:0 --control "$tmp/c.sock"
 targets=()
 for i in $(seq 1 "$N"); do targets+=(--target "key$i=$addr/1-$i"); done
 [ $# -gt 0 ] || set -- --repeat 5 --op ping-64=2000 --op getinfo=1500 --op ga=800 --op mc=600 --warmup 20

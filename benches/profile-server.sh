@@ -12,6 +12,7 @@
 # split by binary, the top self-time symbols and vkey's inclusive (children) symbols. Output files stay in $OUT (default target/profile/).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/benches/lib.sh"
 OP=${1:?usage: profile-server.sh OP[=COUNT] [-- SERVE-ARGS...]}
 shift
 [ "${1:-}" = -- ] && shift
@@ -22,16 +23,7 @@ name=$(printf '%s' "$OP" | tr '=' '-')${1:+-$(printf '%s' "$*" | tr -c 'a-z0-9' 
 [ -x "$VKEY" ] || (cd "$ROOT" && cargo build --release)
 command -v perf >/dev/null || { echo "perf not installed (apt-get install linux-perf)" >&2; exit 1; }
 
-fifo=$(mktemp -u); mkfifo "$fifo"
-VKEY_LOG=warn "$VKEY" serve --ephemeral --listen 127.0.0.1:0 "$@" >"$fifo" &
-server=$!
-exec 3<"$fifo"; rm -f "$fifo"
-addr=
-while read -r line <&3; do
-    case $line in "listening on "*) addr=${line#listening on }; addr=${addr%% *}; break ;; esac
-done
-[ -n "$addr" ] || { echo "vkey serve did not start" >&2; exit 1; }
-cat <&3 >/dev/null &
+start_server "$VKEY" serve --ephemeral --listen 127.0.0.1:0 "$@"
 trap 'kill $server 2>/dev/null || true' EXIT
 
 perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$server" -o "$OUT/$name.data" 2>"$OUT/$name.perf.log" &

@@ -264,26 +264,20 @@ fn several_keys_need_key_and_errors_without_a_server() {
         "cannot reach vkey's control socket",
     );
     // A second vkey on the same --control socket is refused; a stale socket is replaced.
-    let (code, _, err) = {
-        let out = Command::new(VKEY)
-            .args([
-                "serve",
-                "--ephemeral",
-                "--listen",
-                "127.0.0.1:0",
-                "--control",
-            ])
-            .arg(&s.socket)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            (),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
-    assert_eq!(code, 1);
-    assert!(err.contains("in use by another vkey process"), "{err}");
+    let out = Command::new(VKEY)
+        .args([
+            "serve",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+        ])
+        .arg(&s.socket)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_one_error_line(&err, "in use by another vkey process");
 }
 
 #[test]
