@@ -13,11 +13,11 @@ use ciborium::Value;
 use zeroize::Zeroizing;
 
 use super::cbor;
-use super::large_blobs::{INITIAL_ARRAY, MAX_SERIALIZED_LARGE_BLOB_ARRAY};
-use crate::crypto::{self, seal};
+use super::large_blobs::{
+    INITIAL_ARRAY, MAX_SERIALIZED_LARGE_BLOB_ARRAY, verified_array, with_trailer,
+};
+use crate::crypto::seal;
 
-/// The truncated SHA-256 trailer (§6.10.2).
-const TRAILER_LEN: usize = 16;
 const NONCE_LEN: usize = 12;
 /// The largest blob we inflate. A 16 KiB array could carry a blob that inflates a
 /// thousandfold; a control request must not make the key hold that much.
@@ -28,16 +28,8 @@ const LEVEL: u8 = 6;
 /// The entries of a serialized array. An array whose trailer does not match, or that
 /// is not a CBOR array, reads as the initial (empty) one, as §6.10.3 tells platforms.
 pub fn entries(serialized: &[u8]) -> Vec<Value> {
-    let Some((array, trailer)) =
-        serialized.split_at_checked(serialized.len().saturating_sub(TRAILER_LEN))
-    else {
-        return Vec::new();
-    };
-    if array.is_empty() || crypto::sha256(array)[..TRAILER_LEN] != *trailer {
-        return Vec::new();
-    }
-    match cbor::decode(array) {
-        Ok(Value::Array(items)) => items,
+    match verified_array(serialized).map(cbor::decode) {
+        Some(Ok(Value::Array(items))) => items,
         _ => Vec::new(),
     }
 }
@@ -47,10 +39,7 @@ pub fn serialize(entries: &[Value]) -> Vec<u8> {
     if entries.is_empty() {
         return INITIAL_ARRAY.to_vec();
     }
-    let mut out = cbor::encode(&Value::Array(entries.to_vec()));
-    let trailer = crypto::sha256(&out);
-    out.extend_from_slice(&trailer[..TRAILER_LEN]);
-    out
+    with_trailer(cbor::encode(&Value::Array(entries.to_vec())))
 }
 
 fn associated_data(orig_size: u64) -> [u8; 12] {
@@ -193,12 +182,7 @@ mod tests {
             assert!(entries(a).is_empty());
         }
         // Not an array, with a good trailer.
-        let not_array = {
-            let mut v = vec![0xa0];
-            v.extend_from_slice(&crypto::sha256(&[0xa0])[..TRAILER_LEN]);
-            v
-        };
-        assert!(entries(&not_array).is_empty());
+        assert!(entries(&with_trailer(vec![0xa0])).is_empty());
         // Wrong member types, a short nonce, an origSize that does not match.
         let Value::Map(m) = seal_entry(&key, b"abc") else {
             panic!()
@@ -220,7 +204,7 @@ mod tests {
     fn an_array_past_the_maximum_is_refused() {
         let key = [1u8; 32];
         // Random bytes do not compress.
-        let random = crypto::random_bytes::<MAX_SERIALIZED_LARGE_BLOB_ARRAY>();
+        let random = crate::crypto::random_bytes::<MAX_SERIALIZED_LARGE_BLOB_ARRAY>();
         let err = put(&INITIAL_ARRAY, &key, Some(&random)).unwrap_err();
         assert!(err.len > MAX_SERIALIZED_LARGE_BLOB_ARRAY);
         assert!(err.to_string().contains("maxSerializedLargeBlobArray"));

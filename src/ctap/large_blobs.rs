@@ -32,6 +32,21 @@ pub const INITIAL_ARRAY: [u8; 17] = [
     0x3c,
 ];
 
+/// The CBOR array of a serialized large-blob array whose trailer,
+/// LEFT(SHA-256(array), 16), matches (§6.10.2 step 4.j, §6.10.3); `None` otherwise.
+pub(super) fn verified_array(serialized: &[u8]) -> Option<&[u8]> {
+    let (array, trailer) =
+        serialized.split_at_checked(serialized.len().checked_sub(TRAILER_LEN)?)?;
+    (sha256(array)[..TRAILER_LEN] == *trailer).then_some(array)
+}
+
+/// `array` (CBOR) serialized with its trailer.
+pub(super) fn with_trailer(mut array: Vec<u8>) -> Vec<u8> {
+    let trailer = sha256(&array);
+    array.extend_from_slice(&trailer[..TRAILER_LEN]);
+    array
+}
+
 pub(super) enum LargeBlobsRequest {
     /// Read `length` bytes at `offset`.
     Get { offset: u64, length: u64 },
@@ -213,11 +228,7 @@ fn set(
     pending.buffer.extend_from_slice(&fragment.data);
     // j. Complete: the trailer must match before the array replaces the stored one.
     if pending.buffer.len() == pending.expected_length {
-        let (array, trailer) = pending
-            .buffer
-            .split_at_checked(pending.expected_length - TRAILER_LEN)
-            .ok_or(StatusCode::InvalidParameter)?;
-        if sha256(array)[..TRAILER_LEN] != *trailer {
+        if verified_array(&pending.buffer).is_none() {
             return Err(StatusCode::IntegrityFailure);
         }
         auth.store.set_large_blob_array(pending.buffer)?;
