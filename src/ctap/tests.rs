@@ -225,28 +225,37 @@ fn get_info_follows_the_state_it_reports() {
     assert!(!versions.contains(&t("U2F_V2")), "{versions:?}");
 }
 
+/// The rows of a fixture table, `fixtures/{path}`: tab-separated (name, message in hex,
+/// expected status in hex), `#` starting a comment line.
+pub(super) fn fixture_rows(path: &str) -> Vec<(String, Vec<u8>, u16)> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(path);
+    let table = std::fs::read_to_string(&file).unwrap();
+    table
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let message = hex::decode(cols[1]).unwrap();
+            let expected = u16::from_str_radix(cols[2], 16).unwrap();
+            (cols[0].to_string(), message, expected)
+        })
+        .collect()
+}
+
 #[test]
 fn error_fixtures() {
-    let table = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/ctap/errors.tsv"
-    ))
-    .unwrap();
-    let mut n = 0;
-    for line in table.lines().filter(|l| !l.starts_with('#')) {
-        let cols: Vec<&str> = line.split('\t').collect();
-        let req = hex::decode(cols[1]).unwrap();
-        let expected = u8::from_str_radix(cols[2], 16).unwrap();
+    let rows = fixture_rows("ctap/errors.tsv");
+    for (name, req, expected) in &rows {
         let (ctx, _h) = RequestContext::new();
-        let got = auth().process(&req, &ctx)[0];
+        let got = u16::from(auth().process(req, &ctx)[0]);
         assert_eq!(
-            got, expected,
-            "{}: got {got:#04x}, expected {expected:#04x}",
-            cols[0]
+            got, *expected,
+            "{name}: got {got:#04x}, expected {expected:#04x}"
         );
-        n += 1;
     }
-    assert!(n > 50);
+    assert!(rows.len() > 50);
 }
 
 #[test]

@@ -862,24 +862,15 @@ fn random_apdus_never_panic() {
 /// fixtures/make_u2f_fixtures.py), each with the status word of a fresh key.
 #[test]
 fn apdu_fixtures() {
-    let table = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/u2f/apdus.tsv"
-    ))
-    .unwrap();
-    let mut n = 0;
-    for line in table.lines().filter(|l| !l.starts_with('#')) {
-        let cols: Vec<&str> = line.split('\t').collect();
-        let apdu = hex::decode(cols[1]).unwrap();
-        let expected = u16::from_str_radix(cols[2], 16).unwrap();
-        let resp = key_with(Config::default()).auth.process_u2f(&apdu);
+    let rows = super::super::tests::fixture_rows("u2f/apdus.tsv");
+    for (name, apdu, expected) in &rows {
+        let resp = key_with(Config::default()).auth.process_u2f(apdu);
         let (body, sw) = resp.split_at(resp.len() - 2);
         let sw = u16::from_be_bytes([sw[0], sw[1]]);
-        assert_eq!(sw, expected, "{}: got {sw:#06x}", cols[0]);
+        assert_eq!(sw, *expected, "{name}: got {sw:#06x}");
         if sw != 0x9000 {
-            assert!(body.is_empty(), "{}", cols[0]);
+            assert!(body.is_empty(), "{name}");
         }
-        n += 1;
     }
-    assert!(n >= 15);
+    assert!(rows.len() >= 15);
 }
