@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use support::process::{VKEY, assert_one_error_line, drain, read_lines, temp_path};
+use support::process::{VKEY, assert_one_error_line, assert_refused, drain, read_lines, temp_path};
 
 struct Served {
     child: Child,
@@ -264,20 +264,18 @@ fn several_keys_need_key_and_errors_without_a_server() {
         "cannot reach vkey's control socket",
     );
     // A second vkey on the same --control socket is refused; a stale socket is replaced.
-    let out = Command::new(VKEY)
-        .args([
-            "serve",
-            "--ephemeral",
-            "--listen",
-            "127.0.0.1:0",
-            "--control",
-        ])
-        .arg(&s.socket)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert_one_error_line(&err, "in use by another vkey process");
+    assert_refused(
+        Command::new(VKEY)
+            .args([
+                "serve",
+                "--ephemeral",
+                "--listen",
+                "127.0.0.1:0",
+                "--control",
+            ])
+            .arg(&s.socket),
+        "in use by another vkey process",
+    );
 }
 
 #[test]
@@ -300,18 +298,15 @@ fn attach_without_vhci_says_what_to_run() {
     if Path::new("/sys/devices/platform/vhci_hcd.0/attach").exists() {
         return; // vhci-hcd is here: nothing to refuse
     }
-    let out = Command::new(VKEY)
-        .args([
+    let err = assert_refused(
+        Command::new(VKEY).args([
             "serve",
             "--ephemeral",
             "--listen",
             "127.0.0.1:0",
             "--attach",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_one_error_line(&err, "sudo modprobe vhci-hcd");
+        ]),
+        "sudo modprobe vhci-hcd",
+    );
     assert_one_error_line(&err, "linux-modules-extra-$(uname -r)");
 }

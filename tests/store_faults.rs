@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use support::process::{VKEY, assert_one_error_line, read_lines, temp_path};
+use support::process::{VKEY, assert_refused, read_lines, temp_path};
 
 fn tempdir(tag: &str) -> PathBuf {
     let d = temp_path("faults", tag);
@@ -38,16 +38,14 @@ fn make_store(store: &Path, env: &[(&str, &str)]) {
 /// `vkey serve` on `store`: must fail with exit code 1 and one `vkey: error:` line
 /// containing `needle`.
 fn refuses(store: &Path, env: &[(&str, &str)], needle: &str) {
-    let out = Command::new(VKEY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(store)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_one_error_line(&stderr, needle);
+    assert_refused(
+        Command::new(VKEY)
+            .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+            .arg(store)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null()),
+        needle,
+    );
 }
 
 /// Every regular file of a store directory (not the control socket), by name, with its

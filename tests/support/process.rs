@@ -2,6 +2,7 @@
 
 use std::io::BufRead;
 use std::path::PathBuf;
+use std::process::Command;
 
 pub const VKEY: &str = env!("CARGO_BIN_EXE_vkey");
 
@@ -46,4 +47,14 @@ pub fn assert_one_error_line(stderr: &str, needle: &str) {
         .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains(needle), "wanted {needle:?}: {stderr}");
+}
+
+/// Runs `cmd` (a `vkey` command) to its end: it must exit with code 1 and one
+/// `vkey: error:` line containing `needle`, and no panic. Returns its standard error.
+pub fn assert_refused(cmd: &mut Command, needle: &str) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_one_error_line(&stderr, needle);
+    stderr
 }
